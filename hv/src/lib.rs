@@ -1,0 +1,5 @@
+//! pvnet hypervisor core.
+#![cfg_attr(not(feature = "std"), no_std)]
+extern crate alloc;
+
+pub mod env;
