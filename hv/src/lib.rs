@@ -1,5 +1,10 @@
-//! pvnet hypervisor core.
+//! pvnet hypervisor core: the Xen public ABI, domains and their memory, the xenstore,
+//! and the guest/backend environments the split drivers are written against.
 #![cfg_attr(not(feature = "std"), no_std)]
 extern crate alloc;
 
+pub mod abi;
 pub mod env;
+#[cfg(feature = "std")]
+pub mod store;
+pub mod xenbus;

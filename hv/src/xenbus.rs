@@ -1,0 +1,1 @@
+//! xenbus helpers (state machine on top of a Store).
