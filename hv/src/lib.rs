@@ -6,5 +6,8 @@ extern crate alloc;
 pub mod abi;
 pub mod env;
 #[cfg(feature = "std")]
+pub mod memory;
+#[cfg(feature = "std")]
 pub mod store;
+pub mod toolstack;
 pub mod xenbus;
