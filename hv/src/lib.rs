@@ -4,6 +4,8 @@
 extern crate alloc;
 
 pub mod abi;
+#[cfg(feature = "std")]
+pub mod embedded;
 pub mod env;
 #[cfg(feature = "std")]
 pub mod memory;
