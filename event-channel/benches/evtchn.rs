@@ -23,7 +23,9 @@ fn send_consume(c: &mut Criterion) {
     g.bench_function("hub_no_notifier", |b| {
         b.iter(|| {
             hub.send(1, black_box(tx)).expect("send");
-            assert!(hub.test_and_clear_pending(0, black_box(rx)).expect("consume"));
+            assert!(hub
+                .test_and_clear_pending(0, black_box(rx))
+                .expect("consume"));
         })
     });
 

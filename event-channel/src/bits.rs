@@ -22,7 +22,10 @@ enum Backing {
     /// Owned by this value.
     Heap(Box<[AtomicU64]>),
     /// Provided by the caller of [`SharedBits::from_raw`], who keeps it alive.
-    Foreign { ptr: NonNull<AtomicU64>, words: usize },
+    Foreign {
+        ptr: NonNull<AtomicU64>,
+        words: usize,
+    },
 }
 
 /// A bitmap of atomic 64-bit words, one bit per port (layout of Xen's

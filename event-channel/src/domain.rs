@@ -60,7 +60,9 @@ impl Domain {
     }
 
     pub(crate) fn notifier(&self, port: usize) -> Option<Arc<dyn Notifier>> {
-        self.notifiers.get(port).and_then(|slot| slot.read().clone())
+        self.notifiers
+            .get(port)
+            .and_then(|slot| slot.read().clone())
     }
 
     pub(crate) fn set_notifier(&self, port: usize, n: Option<Arc<dyn Notifier>>) {

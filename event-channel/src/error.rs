@@ -107,7 +107,13 @@ mod tests {
             (EvtchnError::WrongState { dom: 1, port: 3 }, 22),
             (EvtchnError::NoSuchDomain(9), 3),
             (EvtchnError::NoFreePort(1), 28),
-            (EvtchnError::PermissionDenied { caller: 2, target: 3 }, 1),
+            (
+                EvtchnError::PermissionDenied {
+                    caller: 2,
+                    target: 3,
+                },
+                1,
+            ),
             (EvtchnError::DomainExists(1), 17),
             (EvtchnError::ReservedDomId(0x7FF0), 22),
             (EvtchnError::BadPortCount(0), 22),

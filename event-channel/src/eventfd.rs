@@ -221,7 +221,9 @@ mod tests {
         e.signal().expect("signal");
         assert!(e.wait_readable(Some(Duration::ZERO)).expect("poll"));
         assert_eq!(e.drain().expect("drain"), 2);
-        assert!(!e.wait_readable(Some(Duration::from_millis(1))).expect("poll"));
+        assert!(!e
+            .wait_readable(Some(Duration::from_millis(1)))
+            .expect("poll"));
     }
 
     #[test]
@@ -259,7 +261,9 @@ mod tests {
             e2.signal().expect("signal");
         });
         let start = Instant::now();
-        assert!(e.wait_readable(Some(Duration::from_secs(10))).expect("poll"));
+        assert!(e
+            .wait_readable(Some(Duration::from_secs(10)))
+            .expect("poll"));
         assert!(start.elapsed() < Duration::from_secs(10));
         t.join().expect("join");
     }

@@ -57,7 +57,10 @@ struct Pair<'a> {
 impl<'a> Pair<'a> {
     fn lock(a: &'a Domain, b: &'a Domain) -> Self {
         if a.id == b.id {
-            Self { a: a.table.lock(), b: None }
+            Self {
+                a: a.table.lock(),
+                b: None,
+            }
         } else if a.id < b.id {
             let ga = a.table.lock();
             let gb = b.table.lock();

@@ -53,7 +53,7 @@
 //! kick. [`Waiter`] spins on one port's pending bit for a few microseconds, then
 //! announces it sleeps and sleeps in `poll`; its [`WaiterNotifier`] writes the
 //! eventfd only while the waiter sleeps, so notifying a polling peer costs no
-//! system call. See the `waiter` module for why no wake-up is lost.
+//! system call. [`Waiter`] explains why no wake-up is lost.
 //!
 //! ## `no_std`
 //!
@@ -88,7 +88,7 @@ pub use port::{
 #[cfg(feature = "std")]
 pub use eventfd::{EventFd, EventFdNotifier};
 #[cfg(feature = "std")]
-pub use waiter::{WakeStats, Waiter, WaiterNotifier, DEFAULT_SPIN};
+pub use waiter::{Waiter, WaiterNotifier, WakeStats, DEFAULT_SPIN};
 
 /// `evtchn_port_t`: an event-channel port number, local to a domain.
 pub type Port = u32;

@@ -62,8 +62,18 @@ pub struct WakeStats {
     pub sleeps: u64,
 }
 
-/// Waits for events on one port of one domain. Only one thread can wait at a time
-/// (`wait` takes `&mut self`), which the sleep handshake requires.
+/// Waits for events on one port of one domain: polls the pending bit for
+/// [`spin`](Self::spin), then sleeps on an eventfd that its [`WaiterNotifier`]
+/// signals only while the waiter sleeps.
+///
+/// No wake-up is lost: before sleeping the waiter stores `sleeping = true` and
+/// then re-reads the pending bit; a sender sets the pending bit and then reads
+/// `sleeping`. All four accesses are `SeqCst`, so either the re-check sees the
+/// event or the sender sees the waiter asleep and writes the eventfd.
+///
+/// Only one thread can wait at a time (`wait` takes `&mut self`), which the
+/// sleep handshake requires. The `sleeping` flag lives in this process; a waiter
+/// in another process than the hypervisor would need it in shared memory too.
 #[derive(Debug)]
 pub struct Waiter {
     bits: Arc<EvtchnBits>,
@@ -201,27 +211,45 @@ impl Waiter {
                 // No deadline: either no timeout or one too large to represent.
                 None => None,
             };
-            // Announce, then re-check: the order the no-lost-wake-up argument needs.
-            self.wake.sleeping.store(true, Ordering::SeqCst);
-            if self.try_consume() {
-                self.wake.sleeping.store(false, Ordering::SeqCst);
+            if self.announce_sleep() {
                 return true;
             }
-            self.wake.sleeps.fetch_add(1, Ordering::Relaxed);
-            let polled = self.wake.eventfd.wait_readable(left);
-            self.wake.sleeping.store(false, Ordering::SeqCst);
-            // Drain even on a timeout: a kick may have landed just after `poll`
-            // gave up, and a stale count would make the next sleep return at once.
-            let _ = self.wake.eventfd.drain();
-            if self.try_consume() {
+            if self.sleep(left) {
                 return true;
-            }
-            if polled.is_err() {
-                // poll itself failed (should not happen on a valid eventfd): do not
-                // turn the loop into a hot spin.
-                std::thread::yield_now();
             }
         }
+    }
+
+    /// Tell notifiers we are about to sleep, then re-check the pending bit: the
+    /// order the no-lost-wake-up argument needs. Returns true (and stands down)
+    /// if an event is already there.
+    fn announce_sleep(&self) -> bool {
+        self.wake.sleeping.store(true, Ordering::SeqCst);
+        if self.try_consume() {
+            self.wake.sleeping.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// After [`announce_sleep`](Self::announce_sleep): sleep in `poll` for up to
+    /// `left`, then consume the event if one arrived.
+    fn sleep(&self, left: Option<Duration>) -> bool {
+        self.wake.sleeps.fetch_add(1, Ordering::Relaxed);
+        let polled = self.wake.eventfd.wait_readable(left);
+        self.wake.sleeping.store(false, Ordering::SeqCst);
+        // Drain even on a timeout: a kick may have landed just after `poll` gave
+        // up, and a stale count would make the next sleep return at once.
+        let _ = self.wake.eventfd.drain();
+        if self.try_consume() {
+            return true;
+        }
+        if polled.is_err() {
+            // poll itself failed (should not happen on a valid eventfd): do not
+            // turn the caller's loop into a hot spin.
+            std::thread::yield_now();
+        }
+        false
     }
 
     /// Poll the pending bit for up to `window` from `start`.
@@ -253,5 +281,66 @@ impl EventChannels {
         })?;
         self.set_notifier(dom, port, n)?;
         Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hub with one channel 1 → 0 and a waiter on dom0's end.
+    fn setup() -> (EventChannels, Port, Waiter) {
+        let hub = EventChannels::new();
+        hub.add_domain(0, 4).expect("add");
+        hub.add_domain(1, 4).expect("add");
+        let tx = hub.alloc_unbound(1, 0).expect("alloc");
+        let rx = hub.bind_interdomain(0, 1, tx).expect("bind");
+        let w = hub.waiter(0, rx).expect("waiter");
+        assert!(w.try_consume(), "bind marks the new port pending");
+        (hub, tx, w)
+    }
+
+    // The two interleavings of the sleep handshake, forced one step at a time.
+
+    #[test]
+    fn send_before_announce_is_caught_by_the_recheck() {
+        let (hub, tx, w) = setup();
+        assert!(!w.try_consume());
+        // The sender runs entirely between the waiter's check and its announce:
+        // it sees the waiter awake and writes nothing.
+        hub.send(1, tx).expect("send");
+        assert_eq!(w.stats().eventfd_writes, 0);
+        // The re-check after the announce must find the event.
+        assert!(w.announce_sleep(), "event lost: the waiter would now sleep");
+        assert!(!w.wake.sleeping.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn send_after_announce_writes_the_eventfd() {
+        let (hub, tx, w) = setup();
+        assert!(!w.announce_sleep());
+        hub.send(1, tx).expect("send");
+        assert_eq!(
+            w.stats().eventfd_writes,
+            1,
+            "sleeping waiter must be signalled"
+        );
+        let start = Instant::now();
+        assert!(w.sleep(Some(Duration::from_secs(10))));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "poll did not see the write"
+        );
+    }
+
+    #[test]
+    fn stale_eventfd_count_is_drained() {
+        let (hub, tx, w) = setup();
+        assert!(!w.announce_sleep());
+        hub.send(1, tx).expect("send");
+        // The waiter wakes by its re-check path instead, leaving the count behind
+        // only if `sleep` failed to drain it.
+        assert!(w.sleep(Some(Duration::ZERO)));
+        assert_eq!(w.wake.eventfd.drain().expect("drain"), 0);
     }
 }

@@ -148,9 +148,6 @@ impl GuestGrantTable {
         let hdr = self.table.header(gref).ok_or(GrantError::BadRef(gref))?;
         let mut cur = hdr.load(Ordering::Acquire);
         loop {
-            if combo_flags(cur) & (GTF_READING | GTF_WRITING) != 0 {
-                return Err(GrantError::InUse(gref));
-            }
             let new = combo(GTF_INVALID, combo_domid(cur));
             match hdr.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),

@@ -78,7 +78,15 @@ impl Lcg {
     }
 }
 
-const STARTS: [u32; 7] = [0, 1, 100, 0x7fff_ffff, u32::MAX - 255, u32::MAX - 3, u32::MAX];
+const STARTS: [u32; 7] = [
+    0,
+    1,
+    100,
+    0x7fff_ffff,
+    u32::MAX - 255,
+    u32::MAX - 3,
+    u32::MAX,
+];
 const N_SCENARIOS: usize = 60;
 
 struct Scenarios {
@@ -496,8 +504,7 @@ fn sample_rows(e: &mut Expected) {
     // Structs without to_bytes: view their memory directly.
     fn raw<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: T is a padding-free repr(C) ABI struct; reading its bytes is defined.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
     e.add_bytes(
         "bytes.netif_tx_response",
@@ -532,7 +539,11 @@ fn sample_rows(e: &mut Expected) {
         },
         XEN_NETIF_EXTRA_FLAG_MORE,
     );
-    assert_eq!(raw(&gso).as_slice(), gso.to_bytes(), "NetifExtraInfo::to_bytes");
+    assert_eq!(
+        raw(&gso).as_slice(),
+        gso.to_bytes(),
+        "NetifExtraInfo::to_bytes"
+    );
     e.add_bytes("bytes.extra.gso", &gso.to_bytes());
     let t = gso.to_tx_slot();
     e.add("extra_in_tx.gref", t.gref);
@@ -555,7 +566,10 @@ fn sample_rows(e: &mut Expected) {
         algorithm: 1,
         value: [9, 8, 7, 6],
     };
-    e.add_bytes("bytes.extra.hash", &NetifExtraInfo::new_hash(hash, 0).to_bytes());
+    e.add_bytes(
+        "bytes.extra.hash",
+        &NetifExtraInfo::new_hash(hash, 0).to_bytes(),
+    );
 }
 
 fn wrap_rows(e: &mut Expected) {
@@ -567,7 +581,12 @@ fn wrap_rows(e: &mut Expected) {
     page.sring().req_prod.store(start, Ordering::Relaxed);
     page.sring().rsp_prod.store(start, Ordering::Relaxed);
     // SAFETY: as above; one front and one back view of the page.
-    let (mut fr, mut br) = unsafe { (TxFrontRing::attach(page.0, start), TxBackRing::attach(page.0, start)) };
+    let (mut fr, mut br) = unsafe {
+        (
+            TxFrontRing::attach(page.0, start),
+            TxBackRing::attach(page.0, start),
+        )
+    };
     for k in 0..6u16 {
         let req = NetifTxRequest {
             gref: 0x100 + u32::from(k),
@@ -579,8 +598,15 @@ fn wrap_rows(e: &mut Expected) {
         fr.produce_request(req).expect("ring has room");
     }
     fr.push_requests();
-    e.add("wrap.req_prod", page.sring().req_prod.load(Ordering::Relaxed));
-    let reqs: Vec<NetifTxRequest> = br.take_requests().expect("valid req_prod").take(4).collect();
+    e.add(
+        "wrap.req_prod",
+        page.sring().req_prod.load(Ordering::Relaxed),
+    );
+    let reqs: Vec<NetifTxRequest> = br
+        .take_requests()
+        .expect("valid req_prod")
+        .take(4)
+        .collect();
     for q in reqs {
         br.produce_response(NetifTxResponse {
             id: q.id,
@@ -589,7 +615,10 @@ fn wrap_rows(e: &mut Expected) {
         .expect("answers a consumed request");
     }
     br.push_responses();
-    e.add("wrap.rsp_prod", page.sring().rsp_prod.load(Ordering::Relaxed));
+    e.add(
+        "wrap.rsp_prod",
+        page.sring().rsp_prod.load(Ordering::Relaxed),
+    );
     e.add_bytes("bytes.wrap.slots", &page.bytes(64 + 12 * 256)[64..]);
 }
 
@@ -613,9 +642,16 @@ fn scenario_rows(e: &mut Expected, s: &Scenarios) {
         for _ in 0..produced {
             fr.produce_request(NetifTxRequest::default()).expect("room");
         }
-        sr().req_event.store(start.wrapping_add(ev), Ordering::Relaxed);
-        e.add(format!("front_push.{i}.notify"), b(fr.push_requests_and_check_notify()));
-        e.add(format!("front_push.{i}.req_prod"), sr().req_prod.load(Ordering::Relaxed));
+        sr().req_event
+            .store(start.wrapping_add(ev), Ordering::Relaxed);
+        e.add(
+            format!("front_push.{i}.notify"),
+            b(fr.push_requests_and_check_notify()),
+        );
+        e.add(
+            format!("front_push.{i}.req_prod"),
+            sr().req_prod.load(Ordering::Relaxed),
+        );
         e.add(format!("front_push.{i}.free"), fr.free_requests());
         e.add(format!("front_push.{i}.full"), b(fr.is_full()));
     }
@@ -625,33 +661,57 @@ fn scenario_rows(e: &mut Expected, s: &Scenarios) {
         let mut br = unsafe { TxBackRing::attach(page.0, start) };
         br.set_req_cons(start.wrapping_add(consumed));
         for _ in 0..responded {
-            br.produce_response(NetifTxResponse::default()).expect("consumed");
+            br.produce_response(NetifTxResponse::default())
+                .expect("consumed");
         }
-        sr().req_prod.store(start.wrapping_add(prod), Ordering::Relaxed);
-        e.add(format!("back_reqs.{i}.unconsumed"), br.unconsumed_requests());
+        sr().req_prod
+            .store(start.wrapping_add(prod), Ordering::Relaxed);
+        e.add(
+            format!("back_reqs.{i}.unconsumed"),
+            br.unconsumed_requests(),
+        );
         let overflow = br.check_request_prod(br.req_prod()).is_err();
         e.add(format!("back_reqs.{i}.prod_overflow"), b(overflow));
-        e.add(format!("back_reqs.{i}.cons_overflow"), b(br.request_cons_overflow(br.req_cons())));
-        e.add(format!("back_reqs.{i}.final_check"), b(br.final_check_for_requests()));
-        e.add(format!("back_reqs.{i}.req_event"), sr().req_event.load(Ordering::Relaxed));
+        e.add(
+            format!("back_reqs.{i}.cons_overflow"),
+            b(br.request_cons_overflow(br.req_cons())),
+        );
+        e.add(
+            format!("back_reqs.{i}.final_check"),
+            b(br.final_check_for_requests()),
+        );
+        e.add(
+            format!("back_reqs.{i}.req_event"),
+            sr().req_event.load(Ordering::Relaxed),
+        );
     }
     for (i, &[start, consumed, pre, responded, ev]) in s.back_push.iter().enumerate() {
         fresh(&page, start);
-        sr().req_prod.store(start.wrapping_add(consumed), Ordering::Relaxed);
+        sr().req_prod
+            .store(start.wrapping_add(consumed), Ordering::Relaxed);
         // SAFETY: as above.
         let mut br = unsafe { TxBackRing::attach(page.0, start) };
         let n = br.take_requests().expect("honest req_prod").count() as u32;
         assert_eq!(n, consumed);
         for _ in 0..pre {
-            br.produce_response(NetifTxResponse::default()).expect("consumed");
+            br.produce_response(NetifTxResponse::default())
+                .expect("consumed");
         }
         br.push_responses();
         for _ in 0..responded {
-            br.produce_response(NetifTxResponse::default()).expect("consumed");
+            br.produce_response(NetifTxResponse::default())
+                .expect("consumed");
         }
-        sr().rsp_event.store(start.wrapping_add(ev), Ordering::Relaxed);
-        e.add(format!("back_push.{i}.notify"), b(br.push_responses_and_check_notify()));
-        e.add(format!("back_push.{i}.rsp_prod"), sr().rsp_prod.load(Ordering::Relaxed));
+        sr().rsp_event
+            .store(start.wrapping_add(ev), Ordering::Relaxed);
+        e.add(
+            format!("back_push.{i}.notify"),
+            b(br.push_responses_and_check_notify()),
+        );
+        e.add(
+            format!("back_push.{i}.rsp_prod"),
+            sr().rsp_prod.load(Ordering::Relaxed),
+        );
     }
     for (i, &[start, produced, cons, prod]) in s.front_rsps.iter().enumerate() {
         fresh(&page, start);
@@ -661,13 +721,23 @@ fn scenario_rows(e: &mut Expected, s: &Scenarios) {
             fr.produce_request(NetifTxRequest::default()).expect("room");
         }
         fr.set_rsp_cons(start.wrapping_add(cons));
-        sr().rsp_prod.store(start.wrapping_add(prod), Ordering::Relaxed);
-        e.add(format!("front_rsps.{i}.unconsumed"), fr.unconsumed_responses());
+        sr().rsp_prod
+            .store(start.wrapping_add(prod), Ordering::Relaxed);
+        e.add(
+            format!("front_rsps.{i}.unconsumed"),
+            fr.unconsumed_responses(),
+        );
         let overflow = fr.check_response_prod(fr.rsp_prod()).is_err();
         e.add(format!("front_rsps.{i}.prod_overflow"), b(overflow));
         e.add(format!("front_rsps.{i}.free"), fr.free_requests());
-        e.add(format!("front_rsps.{i}.final_check"), b(fr.final_check_for_responses()));
-        e.add(format!("front_rsps.{i}.rsp_event"), sr().rsp_event.load(Ordering::Relaxed));
+        e.add(
+            format!("front_rsps.{i}.final_check"),
+            b(fr.final_check_for_responses()),
+        );
+        e.add(
+            format!("front_rsps.{i}.rsp_event"),
+            sr().rsp_event.load(Ordering::Relaxed),
+        );
     }
 }
 
@@ -694,7 +764,11 @@ fn netif_and_ring_match_libxen_dev_headers() {
     wrap_rows(&mut e);
     scenario_rows(&mut e, &s);
     // Sanity: the scenario tables really were exercised on both sides.
-    assert!(e.len() > 4 * N_SCENARIOS * 4, "only {} rows compared", e.len());
+    assert!(
+        e.len() > 4 * N_SCENARIOS * 4,
+        "only {} rows compared",
+        e.len()
+    );
     e.compare(&c);
 }
 
@@ -708,13 +782,19 @@ fn scenarios_cover_notify_overflow_and_wrap() {
         .iter()
         .filter(|&&[_, pre, produced, ev]| notify_needed(pre, pre + produced, ev))
         .count();
-    assert!(notifies > 5 && notifies < N_SCENARIOS - 5, "notify cases: {notifies}");
+    assert!(
+        notifies > 5 && notifies < N_SCENARIOS - 5,
+        "notify cases: {notifies}"
+    );
     let overflows = s
         .back_reqs
         .iter()
         .filter(|&&[_, _, responded, prod]| prod.wrapping_sub(responded) > size)
         .count();
-    assert!(overflows > 5 && overflows < N_SCENARIOS - 5, "overflow cases: {overflows}");
+    assert!(
+        overflows > 5 && overflows < N_SCENARIOS - 5,
+        "overflow cases: {overflows}"
+    );
     let wraps = s
         .front_push
         .iter()

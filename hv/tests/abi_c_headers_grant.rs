@@ -56,9 +56,18 @@ fn grant_table_matches_libxen_dev_headers() {
 
     e.add("sizeof.struct grant_entry_v1", size_of::<GrantEntryV1>());
     e.add("alignof.struct grant_entry_v1", align_of::<GrantEntryV1>());
-    e.add("offsetof.struct grant_entry_v1.flags", offset_of!(GrantEntryV1, flags));
-    e.add("offsetof.struct grant_entry_v1.domid", offset_of!(GrantEntryV1, domid));
-    e.add("offsetof.struct grant_entry_v1.frame", offset_of!(GrantEntryV1, frame));
+    e.add(
+        "offsetof.struct grant_entry_v1.flags",
+        offset_of!(GrantEntryV1, flags),
+    );
+    e.add(
+        "offsetof.struct grant_entry_v1.domid",
+        offset_of!(GrantEntryV1, domid),
+    );
+    e.add(
+        "offsetof.struct grant_entry_v1.frame",
+        offset_of!(GrantEntryV1, frame),
+    );
 
     e.add("sizeof.struct gnttab_copy", size_of::<GnttabCopy>());
     e.add("alignof.struct gnttab_copy", align_of::<GnttabCopy>());

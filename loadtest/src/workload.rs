@@ -204,6 +204,8 @@ impl Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|w| w.name())).finish()
+        f.debug_list()
+            .entries(self.iter().map(|w| w.name()))
+            .finish()
     }
 }

@@ -356,8 +356,8 @@ pub fn csum_offsets(frame: &[u8]) -> Result<(u16, u16), OffloadError> {
     } else {
         UDP_CSUM_OFFSET
     };
-    let start =
-        u16::try_from(info.l4_offset).map_err(|_| OffloadError::Malformed("L4 offset above 64 KiB"))?;
+    let start = u16::try_from(info.l4_offset)
+        .map_err(|_| OffloadError::Malformed("L4 offset above 64 KiB"))?;
     Ok((start, off))
 }
 
@@ -786,7 +786,10 @@ mod tests {
         assert_eq!(internet_checksum(&data), !0xddf2);
         // Odd length: last byte is padded with zero on the right.
         assert_eq!(internet_checksum(&[0x12]), !0x1200);
-        assert_eq!(internet_checksum(&[0x12, 0x34, 0x56]), !(0x1234u16 + 0x5600));
+        assert_eq!(
+            internet_checksum(&[0x12, 0x34, 0x56]),
+            !(0x1234u16 + 0x5600)
+        );
     }
 
     #[test]
@@ -817,7 +820,10 @@ mod tests {
             })
         );
         h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
-        assert_eq!(netif_rx_from_vnet_hdr(&h).unwrap().flags, NETRXF_DATA_VALIDATED);
+        assert_eq!(
+            netif_rx_from_vnet_hdr(&h).unwrap().flags,
+            NETRXF_DATA_VALIDATED
+        );
         h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
         h.gso_type = VIRTIO_NET_HDR_GSO_TCPV6 | crate::virtio_net_hdr::VIRTIO_NET_HDR_GSO_ECN;
         h.gso_size = 1400;

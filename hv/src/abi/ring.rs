@@ -447,7 +447,10 @@ impl<Req: RingEntry, Rsp: RingEntry> FrontRing<Req, Rsp> {
                 outstanding,
             });
         }
-        Ok(Responses { ring: self, end: prod })
+        Ok(Responses {
+            ring: self,
+            end: prod,
+        })
     }
 
     /// `RING_FINAL_CHECK_FOR_RESPONSES`: if nothing is pending, ask for a notification
@@ -458,8 +461,7 @@ impl<Req: RingEntry, Rsp: RingEntry> FrontRing<Req, Rsp> {
         if self.has_unconsumed_responses() {
             return true;
         }
-        sring_field!(self.sring, rsp_event)
-            .store(self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
+        sring_field!(self.sring, rsp_event).store(self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
         // xen_mb(): publish rsp_event before re-reading rsp_prod.
         fence(Ordering::SeqCst);
         self.has_unconsumed_responses()
@@ -651,7 +653,10 @@ impl<Req: RingEntry, Rsp: RingEntry> BackRing<Req, Rsp> {
                 cons: self.req_cons,
             });
         }
-        Ok(Requests { ring: self, end: prod })
+        Ok(Requests {
+            ring: self,
+            end: prod,
+        })
     }
 
     /// Writes `rsp` into slot `idx` (`*RING_GET_RESPONSE(r, idx) = rsp`). Does not move
@@ -705,8 +710,7 @@ impl<Req: RingEntry, Rsp: RingEntry> BackRing<Req, Rsp> {
         if self.has_unconsumed_requests() {
             return true;
         }
-        sring_field!(self.sring, req_event)
-            .store(self.req_cons.wrapping_add(1), Ordering::Relaxed);
+        sring_field!(self.sring, req_event).store(self.req_cons.wrapping_add(1), Ordering::Relaxed);
         // xen_mb(): publish req_event before re-reading req_prod.
         fence(Ordering::SeqCst);
         self.has_unconsumed_requests()

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::event::{eventfd, EventfdFlags};
 
-use super::PingPong;
+use super::{PingPong, FIRST_TIMED_SEQ};
+use crate::cpu::{CpuStopwatch, CpuTime};
 use crate::workload::WorkloadError;
 
 /// The two eventfds and the out-of-band flags.
@@ -37,7 +38,8 @@ impl EventfdLink {
 
     /// The echo side: waits for a ping, writes the same value back, until the client is
     /// dropped. On exit (also by panic) it wakes the client so it cannot block forever.
-    pub fn echo(&self) -> io::Result<()> {
+    /// Returns its CPU time from the first timed round trip ([`FIRST_TIMED_SEQ`]) on.
+    pub fn echo(&self) -> io::Result<CpuTime> {
         struct Gone<'a>(&'a EventfdLink);
         impl Drop for Gone<'_> {
             fn drop(&mut self) {
@@ -46,10 +48,14 @@ impl EventfdLink {
             }
         }
         let _gone = Gone(self);
+        let mut cpu = None;
         loop {
             let v = wait(&self.ping)?;
             if self.quit.load(Ordering::Acquire) {
-                return Ok(());
+                return Ok(cpu.map(CpuStopwatch::stop).unwrap_or_default());
+            }
+            if v == FIRST_TIMED_SEQ {
+                cpu = Some(CpuStopwatch::start());
             }
             signal(&self.pong, v)?;
         }

@@ -38,9 +38,16 @@ impl WaitMode {
     }
 }
 
-/// Round trips timed before the window opens and not recorded (caches, page faults,
-/// first wake-ups).
+/// Most round trips run before the window opens and not recorded (caches, page faults,
+/// first wake-ups); see also [`MAX_WARMUP`].
 pub const WARMUP_ROUNDS: u64 = 1000;
+
+/// Longest warm-up: on a loaded machine a spinning round trip can take a time slice.
+pub const MAX_WARMUP: Duration = Duration::from_millis(50);
+
+/// The first sequence number [`ping_pong`] times: echoes start their CPU stopwatch when
+/// they see it, so warm-up is not counted on either side.
+pub const FIRST_TIMED_SEQ: u64 = WARMUP_ROUNDS + 1;
 
 /// Highest round trip the histogram tracks: 60 s, in nanoseconds. Longer ones are
 /// clamped to it (and will show as the maximum).
@@ -125,11 +132,13 @@ pub struct PingPongRun {
     pub recorder: LatencyRecorder,
     /// How many there were.
     pub round_trips: u64,
+    /// CPU time of the calling (client) thread during the window.
+    pub client_cpu: crate::cpu::CpuTime,
     /// Length of the window.
     pub elapsed: Duration,
 }
 
-/// Runs [`WARMUP_ROUNDS`] untimed round trips, opens the window, then times round trips
+/// Runs up to [`WARMUP_ROUNDS`] untimed round trips (at most [`MAX_WARMUP`]), opens the window, then times round trips
 /// until it closes. An answer other than the sequence number sent is an error.
 pub fn ping_pong<P: PingPong + ?Sized>(
     transport: &mut P,
@@ -137,7 +146,7 @@ pub fn ping_pong<P: PingPong + ?Sized>(
 ) -> Result<PingPongRun, WorkloadError> {
     let mut recorder = LatencyRecorder::new()?;
     let mut seq = 1u64;
-    let mut trip = |transport: &mut P, seq: u64| -> Result<Duration, WorkloadError> {
+    let trip = |transport: &mut P, seq: u64| -> Result<Duration, WorkloadError> {
         let t = Instant::now();
         let got = transport.round_trip(seq)?;
         let rtt = t.elapsed();
@@ -149,11 +158,16 @@ pub fn ping_pong<P: PingPong + ?Sized>(
         }
         Ok(rtt)
     };
-    for _ in 0..WARMUP_ROUNDS {
+    let warm = Instant::now();
+    while seq < FIRST_TIMED_SEQ && warm.elapsed() < MAX_WARMUP {
         trip(transport, seq)?;
         seq += 1;
     }
+    // The window always starts at the same sequence number, however short the warm-up
+    // was, so an echo knows when to start counting.
+    seq = FIRST_TIMED_SEQ;
     let start = ctl.begin();
+    let cpu = crate::cpu::CpuStopwatch::start();
     let mut round_trips = 0u64;
     while !ctl.should_stop() {
         recorder.record(trip(transport, seq)?);
@@ -163,6 +177,7 @@ pub fn ping_pong<P: PingPong + ?Sized>(
     Ok(PingPongRun {
         recorder,
         round_trips,
+        client_cpu: cpu.stop(),
         elapsed: start.elapsed(),
     })
 }
@@ -193,7 +208,9 @@ mod tests {
             answer_off_by: 0,
             delay: Duration::from_micros(20),
         };
-        let run = ctl.run_timed(|c| ping_pong(&mut fake, c)).expect("fake echo is correct");
+        let run = ctl
+            .run_timed(|c| ping_pong(&mut fake, c))
+            .expect("fake echo is correct");
         assert!(run.round_trips > 10);
         let s = run.recorder.summary().expect("recorded");
         assert_eq!(s.samples, run.round_trips);
@@ -215,6 +232,9 @@ mod tests {
 
     #[test]
     fn empty_recorder_has_no_summary() {
-        assert!(LatencyRecorder::new().expect("bounds valid").summary().is_none());
+        assert!(LatencyRecorder::new()
+            .expect("bounds valid")
+            .summary()
+            .is_none());
     }
 }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam::utils::CachePadded;
 
-use super::PingPong;
+use super::{PingPong, FIRST_TIMED_SEQ};
+use crate::cpu::{CpuStopwatch, CpuTime};
 use crate::workload::WorkloadError;
 
 /// Written into `ping` to make the echo return.
@@ -13,7 +14,7 @@ const QUIT: u64 = u64::MAX;
 
 /// Spins before yielding the core once: a peer descheduled on a shared 2-core machine
 /// would otherwise cost a whole time slice of pointless spinning.
-const SPINS_BEFORE_YIELD: u32 = 1 << 14;
+const SPINS_BEFORE_YIELD: u32 = 1 << 10;
 
 /// The shared words.
 #[derive(Default)]
@@ -30,9 +31,11 @@ impl SpinLink {
     }
 
     /// The echo side: answers every new `ping` value in `pong` until the client's
-    /// [`SpinClient`] is dropped.
-    pub fn echo(&self) {
+    /// [`SpinClient`] is dropped. Returns its CPU time from the first timed round trip
+    /// ([`FIRST_TIMED_SEQ`]) on.
+    pub fn echo(&self) -> CpuTime {
         let _gone = crate::peers::SetOnDrop(&self.echo_gone);
+        let mut cpu = None;
         let mut last = 0u64;
         let mut spins = 0u32;
         loop {
@@ -43,7 +46,10 @@ impl SpinLink {
             }
             spins = 0;
             if v == QUIT {
-                return;
+                return cpu.map(CpuStopwatch::stop).unwrap_or_default();
+            }
+            if v == FIRST_TIMED_SEQ {
+                cpu = Some(CpuStopwatch::start());
             }
             self.pong.store(v, Ordering::Release);
             last = v;

@@ -70,7 +70,8 @@ impl Backoff {
         } else {
             std::thread::yield_now();
         }
-        self.idle % Self::CHECK_EVERY == 0
+        // CHECK_EVERY is a power of two.
+        self.idle & (Self::CHECK_EVERY - 1) == 0
     }
 }
 

@@ -46,10 +46,14 @@ pub enum TapError {
         max: usize,
     },
     /// The offload combination is invalid (e.g. TSO without checksum offload).
-    #[error("invalid offload set {0:?}: TSO4/TSO6/TSO_ECN need CSUM, and TSO_ECN needs TSO4 or TSO6")]
+    #[error(
+        "invalid offload set {0:?}: TSO4/TSO6/TSO_ECN need CSUM, and TSO_ECN needs TSO4 or TSO6"
+    )]
     InvalidOffloads(Offloads),
     /// The kernel rejected `TUNSETOFFLOAD`.
-    #[error("the kernel rejected offloads {offloads:?} on {dev}: {source}; request fewer offloads")]
+    #[error(
+        "the kernel rejected offloads {offloads:?} on {dev}: {source}; request fewer offloads"
+    )]
     OffloadRejected {
         /// The requested set.
         offloads: Offloads,
@@ -88,7 +92,9 @@ pub enum TapError {
         source: io::Error,
     },
     /// Entering a network namespace failed.
-    #[error("cannot enter network namespace {path}: {source} (does it exist? see `ip netns list`)")]
+    #[error(
+        "cannot enter network namespace {path}: {source} (does it exist? see `ip netns list`)"
+    )]
     Netns {
         /// The namespace file.
         path: String,

@@ -26,8 +26,8 @@ pub use epoll::{Epoll, Event, Events, Interest};
 pub use error::TapError;
 pub use netns::{netns_path, run_in_netns};
 pub use queue::{
-    Backpressure, QueueStats, ReadOutcome, RxBatch, TapQueue, TxBatchResult, TxFrame,
-    WriteOutcome, MAX_FRAME_LEN, MAX_TX_SEGMENTS,
+    Backpressure, QueueStats, ReadOutcome, RxBatch, TapQueue, TxBatchResult, TxFrame, WriteOutcome,
+    MAX_FRAME_LEN, MAX_TX_SEGMENTS,
 };
 
 use std::ffi::CStr;
@@ -304,7 +304,8 @@ impl TapBuilder {
             return Err(TapError::InvalidMac(self.mac));
         }
 
-        let ctl = sys::control_socket().map_err(|e| TapError::os("opening a control socket", "-", e))?;
+        let ctl =
+            sys::control_socket().map_err(|e| TapError::os("opening a control socket", "-", e))?;
         let first = open_tun(&self.name)?;
         check_features(&first, &self.name, self.queues > 1)?;
 
@@ -326,11 +327,11 @@ impl TapBuilder {
             mac: self.mac,
         };
         let hdr_len = VNET_HDR_LEN as libc::c_int;
-        sys::ioctl_set_int(&tap.queues[0], libc::TUNSETVNETHDRSZ as u64, hdr_len)
+        sys::ioctl_set_int(&tap.queues[0], libc::TUNSETVNETHDRSZ, hdr_len)
             .map_err(|e| TapError::os("TUNSETVNETHDRSZ", &tap.name, e))?;
         // Little-endian vnet headers (virtio 1.0). Kernels without TUNSETVNETLE are
         // little-endian already on little-endian hosts, so only fail elsewhere.
-        if let Err(e) = sys::ioctl_set_int(&tap.queues[0], libc::TUNSETVNETLE as u64, 1) {
+        if let Err(e) = sys::ioctl_set_int(&tap.queues[0], libc::TUNSETVNETLE, 1) {
             if cfg!(target_endian = "big") || e.raw_os_error() != Some(libc::EINVAL) {
                 return Err(TapError::os("TUNSETVNETLE", &tap.name, e));
             }
@@ -370,14 +371,14 @@ fn open_tun(name: &str) -> Result<OwnedFd, TapError> {
 }
 
 fn check_features(fd: &OwnedFd, name: &str, multi_queue: bool) -> Result<(), TapError> {
-    let features = sys::ioctl_get_uint(fd, libc::TUNGETFEATURES as u64)
+    let features = sys::ioctl_get_uint(fd, libc::TUNGETFEATURES)
         .map_err(|e| TapError::os("TUNGETFEATURES", name, e))? as libc::c_int;
     let needed = [
         (libc::IFF_TAP, "IFF_TAP"),
         (libc::IFF_NO_PI, "IFF_NO_PI"),
         (libc::IFF_VNET_HDR, "IFF_VNET_HDR"),
-        (libc::IFF_TUN_EXCL, "IFF_TUN_EXCL"),
     ];
+    // IFF_TUN_EXCL is honoured by TUNSETIFF but never listed by TUNGETFEATURES.
     for (flag, feature) in needed {
         if features & flag == 0 {
             return Err(TapError::FeatureMissing { feature });
@@ -392,15 +393,20 @@ fn check_features(fd: &OwnedFd, name: &str, multi_queue: bool) -> Result<(), Tap
 }
 
 /// `TUNSETIFF`; returns the name the kernel gave the device.
-fn set_iff(fd: &OwnedFd, ctl: &OwnedFd, name: &str, flags: libc::c_int) -> Result<String, TapError> {
+fn set_iff(
+    fd: &OwnedFd,
+    ctl: &OwnedFd,
+    name: &str,
+    flags: libc::c_int,
+) -> Result<String, TapError> {
     let mut ifr = sys::ifreq_named(name);
     ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
-    match sys::ioctl_ifreq(fd, libc::TUNSETIFF as u64, &mut ifr) {
+    match sys::ioctl_ifreq(fd, libc::TUNSETIFF, &mut ifr) {
         Ok(()) => Ok(sys::ifreq_name(&ifr)),
         Err(e) => {
             let exists = {
                 let mut probe = sys::ifreq_named(name);
-                sys::ioctl_ifreq(ctl, libc::SIOCGIFINDEX, &mut probe).is_ok()
+                sys::ioctl_ifreq(ctl, sys::req::SIOCGIFINDEX, &mut probe).is_ok()
             };
             match e.raw_os_error() {
                 // EBUSY: IFF_TUN_EXCL hit an existing TAP; EINVAL/EEXIST: a device of
@@ -476,16 +482,18 @@ impl Tap {
             requested: 0,
             max: MAX_TAP_QUEUES,
         })?;
-        sys::ioctl_value(q, libc::TUNSETOFFLOAD as u64, libc::c_ulong::from(offloads.bits())).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => TapError::os("TUNSETOFFLOAD", &self.name, e),
+        sys::ioctl_value(q, libc::TUNSETOFFLOAD, libc::c_ulong::from(offloads.bits())).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    TapError::os("TUNSETOFFLOAD", &self.name, e)
+                }
                 _ => TapError::OffloadRejected {
                     offloads,
                     dev: self.name.clone(),
                     source: e,
                 },
-            }
-        })?;
+            },
+        )?;
         self.offloads = offloads;
         Ok(())
     }
@@ -504,7 +512,7 @@ impl Tap {
             *d = s as libc::c_char;
         }
         ifr.ifr_ifru.ifru_hwaddr = sa;
-        sys::ioctl_ifreq(&self.ctl, libc::SIOCSIFHWADDR, &mut ifr)
+        sys::ioctl_ifreq(&self.ctl, sys::req::SIOCSIFHWADDR, &mut ifr)
             .map_err(|e| TapError::os("SIOCSIFHWADDR (setting the MAC)", &self.name, e))?;
         self.mac = mac;
         Ok(())
@@ -514,20 +522,22 @@ impl Tap {
     pub fn set_mtu(&self, mtu: u32) -> Result<(), TapError> {
         let mut ifr = sys::ifreq_named(&self.name);
         ifr.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu).unwrap_or(libc::c_int::MAX);
-        sys::ioctl_ifreq(&self.ctl, libc::SIOCSIFMTU, &mut ifr).map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => TapError::InvalidMtu {
-                mtu,
-                dev: self.name.clone(),
-                source: e,
-            },
-            _ => TapError::os("SIOCSIFMTU (setting the MTU)", &self.name, e),
+        sys::ioctl_ifreq(&self.ctl, sys::req::SIOCSIFMTU, &mut ifr).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EINVAL) => TapError::InvalidMtu {
+                    mtu,
+                    dev: self.name.clone(),
+                    source: e,
+                },
+                _ => TapError::os("SIOCSIFMTU (setting the MTU)", &self.name, e),
+            }
         })
     }
 
     /// Brings the link up or down (`SIOCGIFFLAGS` + `SIOCSIFFLAGS`).
     pub fn set_up(&self, up: bool) -> Result<(), TapError> {
         let mut ifr = sys::ifreq_named(&self.name);
-        sys::ioctl_ifreq(&self.ctl, libc::SIOCGIFFLAGS, &mut ifr)
+        sys::ioctl_ifreq(&self.ctl, sys::req::SIOCGIFFLAGS, &mut ifr)
             .map_err(|e| TapError::os("SIOCGIFFLAGS", &self.name, e))?;
         let mut flags = sys::ifreq_flags(&ifr);
         if up {
@@ -536,7 +546,7 @@ impl Tap {
             flags &= !(libc::IFF_UP as libc::c_short);
         }
         ifr.ifr_ifru.ifru_flags = flags;
-        sys::ioctl_ifreq(&self.ctl, libc::SIOCSIFFLAGS, &mut ifr)
+        sys::ioctl_ifreq(&self.ctl, sys::req::SIOCSIFFLAGS, &mut ifr)
             .map_err(|e| TapError::os("SIOCSIFFLAGS (bringing the link up/down)", &self.name, e))
     }
 
@@ -546,7 +556,7 @@ impl Tap {
         validate_ifname(bridge)?;
         self.detach_bridge()?;
         let mut probe = sys::ifreq_named(bridge);
-        if let Err(e) = sys::ioctl_ifreq(&self.ctl, libc::SIOCGIFINDEX, &mut probe) {
+        if let Err(e) = sys::ioctl_ifreq(&self.ctl, sys::req::SIOCGIFINDEX, &mut probe) {
             return Err(match e.raw_os_error() {
                 Some(libc::ENODEV) => TapError::BridgeNotFound {
                     bridge: bridge.to_owned(),
@@ -556,16 +566,20 @@ impl Tap {
         }
         let mut ifr = sys::ifreq_named(bridge);
         ifr.ifr_ifru.ifru_ifindex = self.ifindex;
-        sys::ioctl_ifreq(&self.ctl, sys::SIOCBRADDIF, &mut ifr).map_err(|e| match e.raw_os_error() {
-            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOTTY) => TapError::NotABridge {
-                bridge: bridge.to_owned(),
-                dev: self.name.clone(),
-                source: e,
-            },
-            Some(libc::ENODEV) => TapError::BridgeNotFound {
-                bridge: bridge.to_owned(),
-            },
-            _ => TapError::os("SIOCBRADDIF (adding the TAP to the bridge)", &self.name, e),
+        sys::ioctl_ifreq(&self.ctl, sys::req::SIOCBRADDIF, &mut ifr).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOTTY) => {
+                    TapError::NotABridge {
+                        bridge: bridge.to_owned(),
+                        dev: self.name.clone(),
+                        source: e,
+                    }
+                }
+                Some(libc::ENODEV) => TapError::BridgeNotFound {
+                    bridge: bridge.to_owned(),
+                },
+                _ => TapError::os("SIOCBRADDIF (adding the TAP to the bridge)", &self.name, e),
+            }
         })?;
         self.bridge = Some(bridge.to_owned());
         Ok(())
@@ -578,17 +592,21 @@ impl Tap {
         };
         let mut ifr = sys::ifreq_named(&bridge);
         ifr.ifr_ifru.ifru_ifindex = self.ifindex;
-        match sys::ioctl_ifreq(&self.ctl, sys::SIOCBRDELIF, &mut ifr) {
+        match sys::ioctl_ifreq(&self.ctl, sys::req::SIOCBRDELIF, &mut ifr) {
             Ok(()) => Ok(()),
             // The bridge went away or already dropped us: nothing left to undo.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EINVAL)) => Ok(()),
-            Err(e) => Err(TapError::os("SIOCBRDELIF (removing the TAP from the bridge)", &self.name, e)),
+            Err(e) => Err(TapError::os(
+                "SIOCBRDELIF (removing the TAP from the bridge)",
+                &self.name,
+                e,
+            )),
         }
     }
 
     fn ifindex_of(&self, name: &str) -> Result<i32, TapError> {
         let mut ifr = sys::ifreq_named(name);
-        sys::ioctl_ifreq(&self.ctl, libc::SIOCGIFINDEX, &mut ifr)
+        sys::ioctl_ifreq(&self.ctl, sys::req::SIOCGIFINDEX, &mut ifr)
             .map_err(|e| TapError::os("SIOCGIFINDEX", name, e))?;
         Ok(sys::ifreq_ifindex(&ifr))
     }
@@ -599,7 +617,9 @@ impl Drop for Tap {
         if let Err(e) = self.detach_bridge() {
             log::warn!("tap {}: {e}", self.name);
         }
-        // The queue fds close when the fields drop; the last close removes the device.
+        // The queue fds close when the fields drop; the last close unregisters the
+        // device. The kernel finishes that once the device's last references go (routes,
+        // neighbours), so the name can stay visible for a few milliseconds after drop.
     }
 }
 
@@ -622,7 +642,16 @@ mod tests {
         for ok in ["tap0", "vif3.1", "a", "tap%d", "123456789012345"] {
             assert!(validate_ifname(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a:b", "a b", "1234567890123456", "a\0"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "1234567890123456",
+            "a\0",
+        ] {
             assert!(validate_ifname(bad).is_err(), "{bad:?}");
         }
     }
@@ -637,8 +666,14 @@ mod tests {
         assert!(!(Offloads::CSUM | Offloads::TSO_ECN).is_valid());
         assert!((Offloads::CSUM | Offloads::TSO6).contains(Offloads::TSO6));
         assert_eq!(Offloads::from_bits(0x10), None);
-        assert_eq!(Offloads::from_bits(3), Some(Offloads::CSUM | Offloads::TSO4));
-        assert_eq!(format!("{:?}", Offloads::CSUM | Offloads::TSO6), "CSUM | TSO6");
+        assert_eq!(
+            Offloads::from_bits(3),
+            Some(Offloads::CSUM | Offloads::TSO4)
+        );
+        assert_eq!(
+            format!("{:?}", Offloads::CSUM | Offloads::TSO6),
+            "CSUM | TSO6"
+        );
         assert_eq!(format!("{:?}", Offloads::NONE), "NONE");
     }
 
@@ -650,7 +685,13 @@ mod tests {
         assert_eq!(MacAddr::XEN_BACKEND.to_string(), "fe:ff:ff:ff:ff:ff");
         assert!(MacAddr::XEN_BACKEND.is_unicast());
         assert!(!MacAddr([1, 0, 0, 0, 0, 0]).is_unicast());
-        for bad in ["", "00:16:3e:0a:0b", "00:16:3e:0a:0b:ff:00", "0g:16:3e:0a:0b:ff", "000:1:2:3:4:5"] {
+        for bad in [
+            "",
+            "00:16:3e:0a:0b",
+            "00:16:3e:0a:0b:ff:00",
+            "0g:16:3e:0a:0b:ff",
+            "000:1:2:3:4:5",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }
@@ -670,7 +711,9 @@ mod tests {
             Err(TapError::InvalidOffloads(_))
         ));
         assert!(matches!(
-            TapBuilder::new("t").mac(MacAddr([1, 2, 3, 4, 5, 6])).create(),
+            TapBuilder::new("t")
+                .mac(MacAddr([1, 2, 3, 4, 5, 6]))
+                .create(),
             Err(TapError::InvalidMac(_))
         ));
         assert!(matches!(
@@ -681,9 +724,18 @@ mod tests {
 
     #[test]
     fn error_messages_tell_what_to_do() {
-        let e = TapError::os("TUNSETIFF", "vif1.0", std::io::Error::from_raw_os_error(libc::EPERM));
+        let e = TapError::os(
+            "TUNSETIFF",
+            "vif1.0",
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        );
         assert!(e.to_string().contains("CAP_NET_ADMIN: run as root"), "{e}");
-        let e = TapError::BridgeNotFound { bridge: "xenbr0".into() };
-        assert!(e.to_string().contains("ip link add xenbr0 type bridge"), "{e}");
+        let e = TapError::BridgeNotFound {
+            bridge: "xenbr0".into(),
+        };
+        assert!(
+            e.to_string().contains("ip link add xenbr0 type bridge"),
+            "{e}"
+        );
     }
 }

@@ -12,7 +12,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{sys, TapError};
 use crate::virtio_net_hdr::{VirtioNetHdr, VNET_HDR_LEN};
@@ -95,7 +95,8 @@ impl AtomicStats {
 pub enum ReadOutcome {
     /// A frame of this many bytes (after the header) was read.
     Frame(usize),
-    /// A frame of this many bytes was larger than the buffers and was discarded.
+    /// A frame did not fit the buffers and was discarded. The value is a lower bound of
+    /// its length (the TAP does not report the full length of a cut frame).
     Truncated(usize),
     /// No frame is waiting (`EAGAIN`).
     WouldBlock,
@@ -222,6 +223,7 @@ pub struct TapQueue {
     fd: OwnedFd,
     index: usize,
     stats: AtomicStats,
+    enabled: AtomicBool,
 }
 
 impl TapQueue {
@@ -233,6 +235,7 @@ impl TapQueue {
             fd,
             index,
             stats: AtomicStats::default(),
+            enabled: AtomicBool::new(true),
         }
     }
 
@@ -241,13 +244,49 @@ impl TapQueue {
         self.index
     }
 
+    /// Attaches (`true`) or detaches (`false`) this queue from its multi-queue TAP
+    /// (`TUNSETQUEUE` with `IFF_ATTACH_QUEUE` / `IFF_DETACH_QUEUE`). A detached queue keeps
+    /// its fd but the kernel steers no traffic to it; netback uses this when a guest
+    /// connects with fewer queues than the TAP was built with.
+    /// Asking for the state the queue is already in is a no-op (the kernel would say
+    /// `EINVAL`).
+    pub fn set_enabled(&self, enabled: bool) -> Result<(), TapError> {
+        if self.enabled.load(Ordering::Acquire) == enabled {
+            return Ok(());
+        }
+        let mut ifr = sys::ifreq_named("");
+        ifr.ifr_ifru.ifru_flags = if enabled {
+            libc::IFF_ATTACH_QUEUE
+        } else {
+            libc::IFF_DETACH_QUEUE
+        } as libc::c_short;
+        sys::ioctl_ifreq(&self.fd, libc::TUNSETQUEUE, &mut ifr).map_err(|e| {
+            TapError::os(
+                "TUNSETQUEUE (attach/detach queue)",
+                &format!("queue {}", self.index),
+                e,
+            )
+        })?;
+        self.enabled.store(enabled, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the queue is attached (see [`TapQueue::set_enabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> QueueStats {
         self.stats.snapshot()
     }
 
     /// Reads one frame into `buf`; its header into `hdr`.
-    pub fn read_frame(&self, hdr: &mut VirtioNetHdr, buf: &mut [u8]) -> Result<ReadOutcome, TapError> {
+    pub fn read_frame(
+        &self,
+        hdr: &mut VirtioNetHdr,
+        buf: &mut [u8],
+    ) -> Result<ReadOutcome, TapError> {
         let mut d = QueueStats::default();
         let r = self.read_one(hdr, &mut [IoSliceMut::new(buf)], &mut d);
         self.stats.add(&d);
@@ -271,12 +310,14 @@ impl TapQueue {
                 ),
             });
         }
-        let mut iov: [IoSliceMut<'_>; MAX_RX_SEGMENTS] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        let count = bufs.len();
+        let mut iov: [IoSliceMut<'_>; MAX_RX_SEGMENTS] =
+            std::array::from_fn(|_| IoSliceMut::new(&mut []));
         for (slot, b) in iov.iter_mut().zip(bufs.iter_mut()) {
             *slot = IoSliceMut::new(b);
         }
         let mut d = QueueStats::default();
-        let r = self.read_one(hdr, &mut iov[..bufs.len()], &mut d);
+        let r = self.read_one(hdr, &mut iov[..count], &mut d);
         self.stats.add(&d);
         r
     }
@@ -289,26 +330,36 @@ impl TapQueue {
     ) -> Result<ReadOutcome, TapError> {
         // Zeroed each time: the kernel does not write num_buffers (bytes 10..12).
         let mut hbuf = [0u8; VNET_HDR_LEN];
+        // The TAP silently truncates a frame that does not fit and returns the bytes it
+        // copied, so a frame exactly as long as the buffers and a cut one look alike. One
+        // spare byte after the caller's buffers tells them apart.
+        let mut spare = [0u8; 1];
         let capacity: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut iov: [IoSliceMut<'_>; MAX_RX_SEGMENTS + 1] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        let mut iov: [IoSliceMut<'_>; MAX_RX_SEGMENTS + 2] =
+            std::array::from_fn(|_| IoSliceMut::new(&mut []));
         iov[0] = IoSliceMut::new(&mut hbuf);
-        let n_iov = bufs.len() + 1;
+        let n_iov = bufs.len() + 2;
         for (slot, b) in iov[1..].iter_mut().zip(bufs.iter_mut()) {
             *slot = IoSliceMut::new(b);
         }
+        iov[n_iov - 1] = IoSliceMut::new(&mut spare);
         let n = match sys::readv(self.fd.as_raw_fd(), &mut iov[..n_iov]) {
             Ok(Some(n)) => n,
             Ok(None) => return Ok(ReadOutcome::WouldBlock),
-            Err(e) => return Err(TapError::os("reading a frame", &format!("queue {}", self.index), e)),
+            Err(e) => {
+                return Err(TapError::os(
+                    "reading a frame",
+                    &format!("queue {}", self.index),
+                    e,
+                ))
+            }
         };
-        drop(iov);
         if n < VNET_HDR_LEN {
             // Not even a header: cannot be a TAP frame; discard it.
             d.rx_truncated += 1;
             return Ok(ReadOutcome::Truncated(n));
         }
         let len = n - VNET_HDR_LEN;
-        // The TAP reports a frame's full length even when it copied only what fitted.
         if len > capacity {
             d.rx_truncated += 1;
             return Ok(ReadOutcome::Truncated(len));
@@ -343,8 +394,8 @@ impl TapQueue {
             }
         }
         self.stats.add(&d);
-        // Frames read before an error are still delivered on the next call's clear;
-        // report the error only if nothing was read.
+        // Deliver what was read before an error; a persistent error shows up again on
+        // the next call, which then reads nothing and returns it.
         match result {
             Err(e) if batch.len == 0 => Err(e),
             _ => Ok(batch.len),
@@ -352,14 +403,23 @@ impl TapQueue {
     }
 
     /// Writes one frame: `hdr` followed by `segs` (up to [`MAX_TX_SEGMENTS`]).
-    pub fn write_frame(&self, hdr: &VirtioNetHdr, segs: &[&[u8]]) -> Result<WriteOutcome, TapError> {
+    pub fn write_frame(
+        &self,
+        hdr: &VirtioNetHdr,
+        segs: &[&[u8]],
+    ) -> Result<WriteOutcome, TapError> {
         let mut d = QueueStats::default();
         let r = self.write_one(hdr, segs, &mut d);
         self.stats.add(&d);
         r
     }
 
-    fn write_one(&self, hdr: &VirtioNetHdr, segs: &[&[u8]], d: &mut QueueStats) -> Result<WriteOutcome, TapError> {
+    fn write_one(
+        &self,
+        hdr: &VirtioNetHdr,
+        segs: &[&[u8]],
+        d: &mut QueueStats,
+    ) -> Result<WriteOutcome, TapError> {
         if segs.len() > MAX_TX_SEGMENTS {
             d.tx_errors += 1;
             return Ok(WriteOutcome::Rejected(std::io::Error::new(
@@ -383,17 +443,30 @@ impl TapQueue {
             Ok(None) => Ok(WriteOutcome::WouldBlock),
             // EINVAL: malformed header/frame; EMSGSIZE/EFAULT: bad size/segments. The
             // frame is lost but the queue is fine.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EMSGSIZE) | Some(libc::EFAULT)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EMSGSIZE) | Some(libc::EFAULT)
+                ) =>
+            {
                 d.tx_errors += 1;
                 Ok(WriteOutcome::Rejected(e))
             }
-            Err(e) => Err(TapError::os("writing a frame", &format!("queue {}", self.index), e)),
+            Err(e) => Err(TapError::os(
+                "writing a frame",
+                &format!("queue {}", self.index),
+                e,
+            )),
         }
     }
 
     /// Writes `frames` in order until done or the TAP pushes back. Malformed frames are
     /// counted (`tx_errors`) and skipped. See [`Backpressure`] for what happens on `EAGAIN`.
-    pub fn write_batch(&self, frames: &[TxFrame<'_>], on_full: Backpressure) -> Result<TxBatchResult, TapError> {
+    pub fn write_batch(
+        &self,
+        frames: &[TxFrame<'_>],
+        on_full: Backpressure,
+    ) -> Result<TxBatchResult, TapError> {
         let mut d = QueueStats::default();
         let mut res = TxBatchResult::default();
         let mut outcome = Ok(());

@@ -5,11 +5,26 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// `SIOCBRADDIF` (linux/sockios.h): add the interface `ifr_ifindex` to bridge `ifr_name`.
-/// Not exported by the `libc` crate for glibc targets.
-pub const SIOCBRADDIF: u64 = 0x89a2;
-/// `SIOCBRDELIF` (linux/sockios.h): remove the interface `ifr_ifindex` from bridge `ifr_name`.
-pub const SIOCBRDELIF: u64 = 0x89a3;
+/// Socket ioctl numbers as `libc::Ioctl`, the request type of `libc::ioctl` (`c_ulong` on
+/// glibc, `c_int` on musl; `libc` declares the `SIOC*` numbers as `c_ulong`).
+#[allow(clippy::unnecessary_cast)] // a no-op on glibc, needed on musl
+pub mod req {
+    /// `SIOCGIFINDEX`: interface name → index.
+    pub const SIOCGIFINDEX: libc::Ioctl = libc::SIOCGIFINDEX as libc::Ioctl;
+    /// `SIOCGIFFLAGS`: read interface flags.
+    pub const SIOCGIFFLAGS: libc::Ioctl = libc::SIOCGIFFLAGS as libc::Ioctl;
+    /// `SIOCSIFFLAGS`: write interface flags (IFF_UP).
+    pub const SIOCSIFFLAGS: libc::Ioctl = libc::SIOCSIFFLAGS as libc::Ioctl;
+    /// `SIOCSIFMTU`: set the MTU.
+    pub const SIOCSIFMTU: libc::Ioctl = libc::SIOCSIFMTU as libc::Ioctl;
+    /// `SIOCSIFHWADDR`: set the MAC address.
+    pub const SIOCSIFHWADDR: libc::Ioctl = libc::SIOCSIFHWADDR as libc::Ioctl;
+    /// `SIOCBRADDIF` (linux/sockios.h): add interface `ifr_ifindex` to bridge `ifr_name`.
+    /// Not exported by the `libc` crate for glibc targets.
+    pub const SIOCBRADDIF: libc::Ioctl = 0x89a2;
+    /// `SIOCBRDELIF` (linux/sockios.h): remove interface `ifr_ifindex` from bridge `ifr_name`.
+    pub const SIOCBRDELIF: libc::Ioctl = 0x89a3;
+}
 
 /// Interface names are at most `IFNAMSIZ - 1` bytes (the last byte is the NUL).
 pub const IFNAME_MAX: usize = libc::IFNAMSIZ - 1;
@@ -68,40 +83,53 @@ pub fn control_socket() -> io::Result<OwnedFd> {
 }
 
 /// An ioctl whose argument is a `struct ifreq` (read and/or written by the kernel).
-pub fn ioctl_ifreq(fd: &impl AsRawFd, request: u64, ifr: &mut libc::ifreq) -> io::Result<()> {
+pub fn ioctl_ifreq(
+    fd: &impl AsRawFd,
+    request: libc::Ioctl,
+    ifr: &mut libc::ifreq,
+) -> io::Result<()> {
     // SAFETY: `ifr` is a valid, exclusively borrowed ifreq for the duration of the call;
     // every request passed here (TUNSETIFF, SIOC[GS]IF*, SIOCBR*IF) reads/writes at most
     // one struct ifreq.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, ifr as *mut libc::ifreq) })?;
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, ifr as *mut libc::ifreq) })?;
     Ok(())
 }
 
 /// An ioctl that reads an `int`/`unsigned int` from user memory (TUNSETVNETHDRSZ, TUNSETVNETLE).
-pub fn ioctl_set_int(fd: &impl AsRawFd, request: u64, value: libc::c_int) -> io::Result<()> {
+pub fn ioctl_set_int(
+    fd: &impl AsRawFd,
+    request: libc::Ioctl,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the kernel reads one int through the pointer, which is valid for the call.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, &value as *const libc::c_int) })?;
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, &value as *const libc::c_int) })?;
     Ok(())
 }
 
 /// An ioctl that takes an `unsigned long` by value (TUNSETOFFLOAD).
-pub fn ioctl_value(fd: &impl AsRawFd, request: u64, value: libc::c_ulong) -> io::Result<()> {
+pub fn ioctl_value(
+    fd: &impl AsRawFd,
+    request: libc::Ioctl,
+    value: libc::c_ulong,
+) -> io::Result<()> {
     // SAFETY: the argument is passed by value; no memory is shared with the kernel.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, value) })?;
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, value) })?;
     Ok(())
 }
 
 /// An ioctl that writes an `unsigned int` (TUNGETFEATURES, TUNGETVNETHDRSZ).
-pub fn ioctl_get_uint(fd: &impl AsRawFd, request: u64) -> io::Result<libc::c_uint> {
+pub fn ioctl_get_uint(fd: &impl AsRawFd, request: libc::Ioctl) -> io::Result<libc::c_uint> {
     let mut value: libc::c_uint = 0;
     // SAFETY: the kernel writes one unsigned int through the pointer, valid for the call.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, &mut value as *mut libc::c_uint) })?;
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut value as *mut libc::c_uint) })?;
     Ok(value)
 }
 
 /// `readv(2)`; `Ok(None)` on `EAGAIN`, retries `EINTR`.
 pub fn readv(fd: RawFd, iov: &mut [std::io::IoSliceMut<'_>]) -> io::Result<Option<usize>> {
     loop {
-        let cnt = libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let cnt = libc::c_int::try_from(iov.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: IoSliceMut is ABI-compatible with struct iovec (guaranteed by std on
         // Unix); each slice is valid for writes of its length for the call's duration.
         let n = unsafe { libc::readv(fd, iov.as_mut_ptr() as *const libc::iovec, cnt) };
@@ -120,7 +148,8 @@ pub fn readv(fd: RawFd, iov: &mut [std::io::IoSliceMut<'_>]) -> io::Result<Optio
 /// `writev(2)`; `Ok(None)` on `EAGAIN`, retries `EINTR`.
 pub fn writev(fd: RawFd, iov: &[std::io::IoSlice<'_>]) -> io::Result<Option<usize>> {
     loop {
-        let cnt = libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let cnt = libc::c_int::try_from(iov.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: IoSlice is ABI-compatible with struct iovec; each slice is valid for
         // reads of its length for the call's duration.
         let n = unsafe { libc::writev(fd, iov.as_ptr() as *const libc::iovec, cnt) };

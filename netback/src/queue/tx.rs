@@ -1,0 +1,242 @@
+//! Guest TX: drain every published request in batches, validate, grant-copy the data
+//! into netback's own buffer (one `grant_copy` per batch), hand the frames to the
+//! port, answer every slot, push once and notify only if the guest asked.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hv::abi::netif::{NetifTxRequest, NetifTxResponse, TxBackRing, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY};
+use hv::abi::ring::RingError;
+use hv::env::{BackendEnv, CopyDir, CopySeg, EventChannel};
+
+use super::{CopyBatch, ConnShared, QueueShared, IDLE_WAIT};
+use crate::counters::BatchCount;
+use crate::error::FatalError;
+use crate::frame::{FrameBatch, FrameDesc, MAX_FRAME_LEN};
+use crate::validate::{parse_tx_packet, TxVerdict};
+
+/// Bytes of packet buffer per queue: room for 16 maximum-size packets, or a whole
+/// ring of small ones, per batch.
+const ARENA_SIZE: usize = 16 * (MAX_FRAME_LEN + 1);
+
+/// Batches processed before the thread looks at its stop flag again.
+const MAX_BATCHES_PER_PASS: usize = 64;
+
+/// One packet (or control request) of a batch and how to answer it.
+#[derive(Debug, Clone, Copy)]
+struct PktRec {
+    /// Index of its first slot in `slots`.
+    start: usize,
+    nslots: u32,
+    extra_count: u32,
+    status: i16,
+}
+
+pub(crate) struct TxWorker<E: BackendEnv> {
+    env: Arc<E>,
+    conn: Arc<ConnShared>,
+    qid: u16,
+    q: Arc<QueueShared>,
+    ring: TxBackRing,
+    chan: Arc<E::Channel>,
+    /// One event channel for both rings: this thread waits on it for the RX thread too.
+    shared_channel: bool,
+    slots: Vec<NetifTxRequest>,
+    recs: Vec<PktRec>,
+    segs: CopyBatch,
+    descs: Vec<FrameDesc>,
+    arena: Box<[u8]>,
+    // Declared last: the ring above points into this mapping.
+    _map: E::Mapping,
+}
+
+impl<E: BackendEnv> TxWorker<E> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        env: Arc<E>,
+        conn: Arc<ConnShared>,
+        qid: u16,
+        q: Arc<QueueShared>,
+        map: E::Mapping,
+        ring: TxBackRing,
+        chan: Arc<E::Channel>,
+        split: bool,
+    ) -> Self {
+        let size = TxBackRing::SIZE as usize;
+        Self {
+            env,
+            conn,
+            qid,
+            q,
+            ring,
+            chan,
+            shared_channel: !split,
+            slots: Vec::with_capacity(2 * size),
+            recs: Vec::with_capacity(size),
+            segs: CopyBatch(Vec::with_capacity(size)),
+            descs: Vec::with_capacity(size),
+            arena: vec![0u8; ARENA_SIZE].into_boxed_slice(),
+            _map: map,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            if self.conn.stopped() {
+                break;
+            }
+            match self.tx_pass() {
+                Err(e) => {
+                    self.conn.counters.add_tx(&BatchCount { errors: 1, ..Default::default() });
+                    self.conn.fatal(e);
+                    break;
+                }
+                Ok(true) => {
+                    self.forward_rx_event(false);
+                    continue;
+                }
+                Ok(false) => {}
+            }
+            self.forward_rx_event(false);
+            if self.ring.final_check_for_requests() {
+                continue;
+            }
+            let got = self.chan.wait(Some(IDLE_WAIT));
+            self.forward_rx_event(got);
+        }
+    }
+
+    /// With a shared channel, an event may be the guest posting RX buffers the RX
+    /// thread is waiting for: wake it.
+    fn forward_rx_event(&self, got_event: bool) {
+        if !self.shared_channel || !self.q.rx_waiting_guest.load(Ordering::SeqCst) {
+            return;
+        }
+        if got_event || self.chan.try_consume() {
+            self.q.wake_rx();
+        }
+    }
+
+    /// Requests published and not consumed, after checking the producer index
+    /// (`RING_REQUEST_PROD_OVERFLOW`, "Impossible number of requests").
+    fn available(&self) -> Result<u32, FatalError> {
+        let prod = self.ring.req_prod();
+        self.ring.check_request_prod(prod).map_err(FatalError::TxRing)?;
+        let pvt = self.ring.rsp_prod_pvt();
+        let cons = self.ring.req_cons();
+        if prod.wrapping_sub(pvt) < cons.wrapping_sub(pvt) {
+            return Err(FatalError::TxRing(RingError::RequestProdRegressed { prod, cons }));
+        }
+        Ok(prod.wrapping_sub(cons))
+    }
+
+    /// Process batches until the ring is empty. `Ok(true)` if anything was consumed.
+    fn tx_pass(&mut self) -> Result<bool, FatalError> {
+        let mut any = false;
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            let work = self.available()?;
+            if work == 0 {
+                break;
+            }
+            self.tx_batch(work)?;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// One batch: parse as many packets as are published and fit the arena.
+    fn tx_batch(&mut self, work: u32) -> Result<(), FatalError> {
+        self.slots.clear();
+        self.recs.clear();
+        self.segs.0.clear();
+        self.descs.clear();
+        let mut count = BatchCount::default();
+        let cons0 = self.ring.req_cons();
+        let domid = self.conn.frontend;
+        let mut used = 0u32;
+        let mut arena_off = 0usize;
+        while used < work && arena_off + MAX_FRAME_LEN <= self.arena.len() {
+            let start = self.slots.len();
+            let base = cons0.wrapping_add(used);
+            let ring = &self.ring;
+            let parsed = parse_tx_packet(
+                |i| ring.copy_request(base.wrapping_add(i)),
+                work - used,
+                &self.conn.limits,
+                &mut self.slots,
+            )?;
+            used += parsed.nslots;
+            let status = match parsed.verdict {
+                TxVerdict::Packet { len, first_size, meta } => {
+                    let data_start = start + 1 + parsed.extra_count as usize;
+                    let data_end = start + parsed.nslots as usize;
+                    let first = self.slots[start];
+                    let mut off = arena_off;
+                    let frags = std::iter::once((first.gref, first.offset, first_size))
+                        .chain(self.slots[data_start..data_end].iter().map(|s| (s.gref, s.offset, s.size)));
+                    for (gref, offset, size) in frags {
+                        if size == 0 {
+                            continue;
+                        }
+                        self.segs.0.push(CopySeg {
+                            dir: CopyDir::FromForeign,
+                            domid,
+                            gref,
+                            offset,
+                            len: size,
+                            local: self.arena[off..].as_mut_ptr(),
+                            status: 0,
+                        });
+                        off += usize::from(size);
+                    }
+                    // validate guarantees the fragments add up to `len`.
+                    let len = usize::from(len).min(off - arena_off);
+                    self.descs.push(FrameDesc { off: arena_off, len, meta });
+                    arena_off += len;
+                    count.packets += 1;
+                    count.bytes += len as u64;
+                    NETIF_RSP_OKAY
+                }
+                TxVerdict::Mcast { .. } => NETIF_RSP_OKAY,
+                TxVerdict::Drop(reason) => {
+                    log::debug!("{}: dropping TX packet: {reason}", self.conn.id);
+                    count.drops += 1;
+                    NETIF_RSP_ERROR
+                }
+            };
+            self.recs.push(PktRec { start, nslots: parsed.nslots, extra_count: parsed.extra_count, status });
+        }
+        self.ring.set_req_cons(cons0.wrapping_add(used));
+
+        if !self.segs.0.is_empty() {
+            self.env.grant_copy(&mut self.segs.0);
+            if let Some(bad) = self.segs.0.iter().find(|s| s.status != 0) {
+                return Err(FatalError::GrantCopy { gref: bad.gref, status: bad.status });
+            }
+        }
+        if !self.descs.is_empty() {
+            let batch = FrameBatch { buf: &self.arena[..arena_off], descs: &self.descs };
+            self.conn.port.transmit(&self.conn.link, self.qid, &batch);
+        }
+
+        // make_tx_response: every slot answered in order; extras get NETIF_RSP_NULL.
+        for rec in &self.recs {
+            for k in 0..rec.nslots as usize {
+                let slot = self.slots[rec.start + k];
+                let status = if k >= 1 && k <= rec.extra_count as usize { NETIF_RSP_NULL } else { rec.status };
+                if self.ring.produce_response(NetifTxResponse { id: slot.id, status }).is_err() {
+                    // Cannot happen: every slot answered was consumed above.
+                    break;
+                }
+            }
+        }
+        if self.ring.push_responses_and_check_notify() {
+            self.chan.notify();
+            count.notify_sent += 1;
+        } else {
+            count.notify_suppressed += 1;
+        }
+        self.conn.counters.add_tx(&count);
+        Ok(())
+    }
+}

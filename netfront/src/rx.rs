@@ -1,0 +1,332 @@
+//! The RX ring of one queue (Linux netfront's `xennet_alloc_rx_buffers` and
+//! `xennet_poll`), in `feature-rx-copy` mode.
+//!
+//! Buffer `i` is a pre-granted writable page, always posted in ring slot `i`: the
+//! request at ring index `idx` carries id `idx % RING_SIZE` and that page. The backend
+//! grant-copies a frame into the buffers and answers in the same slots, so the page
+//! of every response is known from its position; the echoed id is checked against it.
+//! Consumed slots are reposted in batches (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`,
+//! `feature-rx-notify`), so the ring stays full.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use hv::abi::netif::{NetifRxRequest, RxFrontRing, NET_RX_RING_SIZE};
+use hv::env::{EventChannel, GrantedPage};
+
+use crate::counters::QueueCounters;
+use crate::meta::RxMeta;
+use crate::rxparse::{self, Parsed, RxFrame};
+
+/// A received frame, borrowed in place from the granted buffer pages.
+pub struct RxFrameRef<'a> {
+    pages: &'a [GrantedPage],
+    frame: &'a RxFrame,
+}
+
+impl<'a> RxFrameRef<'a> {
+    /// Frame length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.frame.len
+    }
+
+    /// True for an empty frame (never delivered: runts are dropped).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.frame.len == 0
+    }
+
+    /// The frame's fragments in order (one per ring slot).
+    #[inline]
+    pub fn segments(&self) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        let pages = self.pages;
+        self.frame.segs().iter().map(move |s| {
+            // SAFETY: rxparse checked offset + len <= 4096 and slot < RING_SIZE (the
+            // pages vector holds one page per slot). The backend finished writing
+            // before publishing the response (Acquire on rsp_prod) and writes this
+            // page again only after it is reposted, which needs `&mut` on the queue.
+            unsafe {
+                core::slice::from_raw_parts(
+                    pages[usize::from(s.slot)].ptr.as_ptr().add(usize::from(s.offset))
+                        as *const u8,
+                    usize::from(s.len),
+                )
+            }
+        })
+    }
+
+    /// The whole frame as one slice, if it sits in one page (zero copy).
+    #[inline]
+    pub fn contiguous(&self) -> Option<&'a [u8]> {
+        if self.frame.segs().len() == 1 {
+            self.segments().next()
+        } else {
+            None
+        }
+    }
+
+    /// Copy the frame into `buf`; returns the bytes copied (`min(len, buf.len())`).
+    #[inline]
+    pub fn copy_to(&self, buf: &mut [u8]) -> usize {
+        let mut off = 0;
+        for seg in self.segments() {
+            let n = seg.len().min(buf.len() - off);
+            buf[off..off + n].copy_from_slice(&seg[..n]);
+            off += n;
+            if off == buf.len() {
+                break;
+            }
+        }
+        off
+    }
+}
+
+/// One queue's RX ring and its buffer pages.
+pub struct RxQueue<C> {
+    ring: RxFrontRing,
+    ring_page: GrantedPage,
+    pages: Vec<GrantedPage>,
+    refill_batch: u32,
+    chan: Arc<C>,
+    counters: Arc<QueueCounters>,
+    broken: bool,
+    /// A frame found by `peek` and not consumed yet.
+    peeked: Option<RxFrame>,
+    /// Contiguous staging for multi-page frames handed to a contiguous-buffer API.
+    scratch: Vec<u8>,
+}
+
+impl<C: EventChannel> RxQueue<C> {
+    /// An RX queue over an initialised ring page and `NET_RX_RING_SIZE` buffer pages.
+    ///
+    /// # Safety
+    /// `ring_page.ptr` must be a 4 KiB page granted to the backend and already
+    /// initialised with `SHARED_RING_INIT`; `pages` must be exactly
+    /// `NET_RX_RING_SIZE` 4 KiB pages granted writable to the backend; all must stay
+    /// valid until [`RxQueue::into_pages`].
+    pub(crate) unsafe fn new(
+        ring_page: GrantedPage,
+        pages: Vec<GrantedPage>,
+        refill_batch: u32,
+        chan: Arc<C>,
+        counters: Arc<QueueCounters>,
+    ) -> Self {
+        debug_assert_eq!(pages.len(), NET_RX_RING_SIZE as usize);
+        // SAFETY: forwarded contract.
+        let ring = unsafe { RxFrontRing::attach(ring_page.ptr, 0) };
+        RxQueue {
+            ring,
+            ring_page,
+            pages,
+            refill_batch: refill_batch.clamp(1, NET_RX_RING_SIZE),
+            chan,
+            counters,
+            broken: false,
+            peeked: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Give back the granted pages (ring page first) for release.
+    pub(crate) fn into_pages(self) -> Vec<GrantedPage> {
+        let mut v = self.pages;
+        v.insert(0, self.ring_page);
+        v
+    }
+
+    /// True once the backend broke the ring protocol.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Buffers currently posted to the backend.
+    #[inline]
+    pub fn posted(&self) -> usize {
+        (NET_RX_RING_SIZE - self.ring.free_requests()) as usize
+    }
+
+    /// Post every free buffer and publish them, notifying the backend if it asked
+    /// (it sets `req_event` when it ran out of buffers).
+    pub fn refill(&mut self) {
+        let n = self.ring.free_requests();
+        if n == 0 || self.pages.len() != NET_RX_RING_SIZE as usize {
+            return;
+        }
+        for _ in 0..n {
+            let idx = self.ring.req_prod_pvt();
+            let id = (idx & (NET_RX_RING_SIZE - 1)) as u16;
+            // The slot's previous request (idx - RING_SIZE) was answered and consumed,
+            // since fewer than RING_SIZE requests are outstanding: its page is free.
+            let req = NetifRxRequest {
+                id,
+                pad: 0,
+                gref: self.pages[usize::from(id)].gref,
+            };
+            if self.ring.produce_request(req).is_err() {
+                break;
+            }
+        }
+        if self.ring.push_requests_and_check_notify() {
+            self.chan.notify();
+            self.counters.rx_notify_sent.add(1);
+        } else {
+            self.counters.rx_notify_suppressed.add(1);
+        }
+    }
+
+    #[inline(always)]
+    fn maybe_refill(&mut self) {
+        if self.ring.free_requests() >= self.refill_batch {
+            self.refill();
+        }
+    }
+
+    /// The next well-formed frame, without consuming it. Malformed chains met on the
+    /// way are consumed and counted.
+    #[inline]
+    pub(crate) fn peek(&mut self) -> Option<RxFrame> {
+        if let Some(f) = self.peeked {
+            return Some(f);
+        }
+        if self.broken {
+            return None;
+        }
+        loop {
+            let cons = self.ring.rsp_cons();
+            let prod = self.ring.rsp_prod();
+            let outstanding = self.ring.req_prod_pvt().wrapping_sub(cons);
+            let avail = prod.wrapping_sub(cons);
+            if avail > outstanding {
+                log::error!(
+                    "netfront: RX rsp_prod {prod} beyond {outstanding} outstanding requests; queue disabled"
+                );
+                self.counters.rx_errors.add(1);
+                self.broken = true;
+                return None;
+            }
+            if avail == 0 {
+                return None;
+            }
+            let ring = &self.ring;
+            match rxparse::parse(cons, avail, avail < outstanding, |i| ring.copy_response(i)) {
+                Parsed::Incomplete => return None,
+                Parsed::Bad { consumed, why } => {
+                    log::debug!("netfront: RX chain of {consumed} slots rejected: {why:?}");
+                    self.ring.set_rsp_cons(cons.wrapping_add(consumed));
+                    if why.is_drop() {
+                        self.counters.rx_dropped.add(1);
+                    } else {
+                        self.counters.rx_errors.add(1);
+                    }
+                    self.maybe_refill();
+                }
+                Parsed::Frame(f) => {
+                    self.peeked = Some(f);
+                    return Some(f);
+                }
+            }
+        }
+    }
+
+    /// Consume the peeked frame (its buffers become free for reposting).
+    #[inline]
+    pub(crate) fn consume_peeked(&mut self) {
+        if let Some(f) = self.peeked.take() {
+            let cons = self.ring.rsp_cons();
+            self.ring.set_rsp_cons(cons.wrapping_add(f.consumed));
+            self.counters.rx_packets.add(1);
+            self.counters.rx_bytes.add(f.len as u64);
+            self.maybe_refill();
+        }
+    }
+
+    /// Hand the next frame to `f` in place (zero copy); `None` if none is ready.
+    #[inline]
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(RxFrameRef<'_>, RxMeta) -> R) -> Option<R> {
+        let frame = self.peek()?;
+        let r = f(
+            RxFrameRef {
+                pages: &self.pages,
+                frame: &frame,
+            },
+            frame.meta,
+        );
+        self.consume_peeked();
+        Some(r)
+    }
+
+    /// Hand the next frame to `f` as one slice: in place for a one-page frame, through
+    /// the staging buffer otherwise. With `fill_blank_csum`, a frame flagged
+    /// `NETRXF_csum_blank` gets its TCP/UDP checksum filled in first (for stacks that
+    /// verify checksums).
+    pub fn recv_contiguous<R>(
+        &mut self,
+        fill_blank_csum: bool,
+        f: impl FnOnce(&[u8], RxMeta) -> R,
+    ) -> Option<R> {
+        let frame = self.peek()?;
+        let fill = fill_blank_csum && frame.meta.csum_blank;
+        let counters = self.counters.clone();
+        let r = if let Some(bytes) = self.peeked_contiguous_mut() {
+            if fill && crate::csum::fill_checksum(bytes) {
+                counters.rx_csum_sw.add(1);
+            }
+            f(bytes, frame.meta)
+        } else {
+            let mut scratch = self.take_scratch();
+            let len = RxFrameRef {
+                pages: &self.pages,
+                frame: &frame,
+            }
+            .copy_to(&mut scratch);
+            if fill && crate::csum::fill_checksum(&mut scratch[..len]) {
+                counters.rx_csum_sw.add(1);
+            }
+            let r = f(&scratch[..len], frame.meta);
+            self.scratch = scratch;
+            r
+        };
+        self.consume_peeked();
+        Some(r)
+    }
+
+    /// The peeked frame's bytes, mutable (to fill in a blank checksum in place).
+    /// Single-page frames only.
+    pub(crate) fn peeked_contiguous_mut(&mut self) -> Option<&mut [u8]> {
+        let f = self.peeked.as_ref()?;
+        let [s] = f.segs() else {
+            return None;
+        };
+        // SAFETY: as in RxFrameRef::segments (checked bounds, page ours until
+        // reposted); the `&mut self` borrow makes this the only reference.
+        Some(unsafe {
+            core::slice::from_raw_parts_mut(
+                self.pages[usize::from(s.slot)].ptr.as_ptr().add(usize::from(s.offset)),
+                usize::from(s.len),
+            )
+        })
+    }
+
+    /// The staging buffer, large enough for any frame (grown once, then reused).
+    fn take_scratch(&mut self) -> Vec<u8> {
+        let mut s = core::mem::take(&mut self.scratch);
+        let max = rxparse::RX_MAX_SLOTS * crate::PAGE_SIZE;
+        if s.len() < max {
+            s.resize(max, 0);
+        }
+        s
+    }
+
+    /// True if a frame (or something to look at) is waiting.
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.peeked.is_some() || (!self.broken && self.ring.has_unconsumed_responses())
+    }
+
+    /// `RING_FINAL_CHECK_FOR_RESPONSES`: ask to be notified of the next response; true
+    /// if one is already there.
+    pub(crate) fn final_check(&mut self) -> bool {
+        self.peeked.is_some() || self.ring.final_check_for_responses()
+    }
+}

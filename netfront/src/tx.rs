@@ -1,0 +1,453 @@
+//! The TX ring of one queue (Linux netfront's `xennet_start_xmit` and
+//! `xennet_tx_buf_gc`).
+//!
+//! Every request id owns one pre-granted, read-only page (granted once at connect,
+//! never per packet). Sending copies the frame into the pages of freshly popped ids
+//! (or lets the caller build it in place), writes the requests, and publishes them
+//! once per batch with `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`, notifying only when the
+//! backend asked to be woken. Responses come back in any order; each returns its id
+//! (and so its page) to the free list. Extra-info slots have no id and are answered
+//! with `NETIF_RSP_NULL`, which is skipped.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use hv::abi::netif::{
+    NetifTxRequest, TxFrontRing, NETIF_RSP_DROPPED, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+};
+use hv::env::{EventChannel, GrantedPage};
+
+use crate::counters::QueueCounters;
+use crate::csum::{self, IpVersion};
+use crate::error::TxError;
+use crate::idlist::IdFreeList;
+use crate::meta::TxMeta;
+use crate::txlayout::{self, TxCaps, TX_MAX_DATA_SLOTS};
+use crate::PAGE_SIZE;
+
+/// What to do about the TCP/UDP checksum of a frame being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CsumMode {
+    /// Leave the frame alone, no checksum flags.
+    AsIs,
+    /// The caller left it blank: offload (or complete in software); error if the frame
+    /// is not TCP/UDP.
+    Blank,
+    /// Blank it if the frame is TCP/UDP (smoltcp left the field zero), else as is.
+    #[cfg_attr(not(feature = "smoltcp"), allow(dead_code))]
+    Auto,
+}
+
+/// One queue's TX ring, its page pool and request ids.
+pub struct TxQueue<C> {
+    ring: TxFrontRing,
+    ring_page: GrantedPage,
+    pages: Vec<GrantedPage>,
+    ids: IdFreeList,
+    /// `first[id]`: the id is a packet's first data slot (its status is the packet's).
+    first: Vec<bool>,
+    caps: TxCaps,
+    batch: u32,
+    unpushed: u32,
+    chan: Arc<C>,
+    counters: Arc<QueueCounters>,
+    broken: bool,
+    /// Contiguous staging for frames built in place that do not fit one page.
+    scratch: Vec<u8>,
+}
+
+impl<C: EventChannel> TxQueue<C> {
+    /// A TX queue over an initialised ring page and one granted page per ring slot.
+    ///
+    /// # Safety
+    /// `ring_page.ptr` must be a 4 KiB page granted to the backend and already
+    /// initialised with `SHARED_RING_INIT`; each of `pages` a 4 KiB page granted to
+    /// the backend; all must stay valid until [`TxQueue::into_pages`].
+    pub(crate) unsafe fn new(
+        ring_page: GrantedPage,
+        pages: Vec<GrantedPage>,
+        caps: TxCaps,
+        batch: u32,
+        chan: Arc<C>,
+        counters: Arc<QueueCounters>,
+    ) -> Self {
+        // SAFETY: forwarded contract (valid, initialised ring page for our lifetime).
+        let ring = unsafe { TxFrontRing::attach(ring_page.ptr, 0) };
+        let n = pages.len().min(TxFrontRing::SIZE as usize);
+        TxQueue {
+            ring,
+            ring_page,
+            ids: IdFreeList::new(n),
+            first: alloc::vec![false; n],
+            pages,
+            caps,
+            batch: batch.max(1),
+            unpushed: 0,
+            chan,
+            counters,
+            broken: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Give back the granted pages (ring page first) for release.
+    pub(crate) fn into_pages(self) -> Vec<GrantedPage> {
+        let mut v = self.pages;
+        v.insert(0, self.ring_page);
+        v
+    }
+
+    /// The negotiated TX capabilities.
+    pub fn caps(&self) -> &TxCaps {
+        &self.caps
+    }
+
+    /// True once the backend broke the ring protocol; the queue sends nothing more.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Requests in flight (sent and not yet answered), in data slots.
+    pub fn in_flight(&self) -> usize {
+        self.ids.capacity() - self.ids.available()
+    }
+
+    /// How many frames of `len` bytes could be queued right now without reclaiming.
+    #[inline]
+    pub fn free_frames(&self, len: usize, gso: bool) -> usize {
+        let data = len.div_ceil(PAGE_SIZE).max(1);
+        let ring = self.ring.free_requests() as usize / (data + usize::from(gso));
+        ring.min(self.ids.available() / data)
+    }
+
+    /// Free ring slots.
+    #[inline]
+    pub fn free_slots(&self) -> usize {
+        (self.ring.free_requests() as usize).min(self.ids.available())
+    }
+
+    /// The page of `id`, as bytes.
+    #[inline(always)]
+    fn page_ptr(&self, id: u16) -> NonNull<u8> {
+        self.pages[usize::from(id)].ptr
+    }
+
+    /// Copy a frame into the ring (queued; published at the batch size or [`flush`]).
+    ///
+    /// [`flush`]: TxQueue::flush
+    #[inline]
+    pub fn send(&mut self, frame: &[u8], meta: &TxMeta) -> Result<(), TxError> {
+        let mode = mode_of(meta);
+        self.send_frame(frame.len(), meta, mode, |off, seg| {
+            seg.copy_from_slice(&frame[off..off + seg.len()])
+        })
+    }
+
+    /// Build a frame of `len` bytes in place: `fill(offset, segment)` is called for
+    /// each page-sized segment in order and writes the frame's bytes
+    /// `offset..offset + segment.len()` straight into the granted pages.
+    #[inline]
+    pub fn send_with(
+        &mut self,
+        len: usize,
+        meta: &TxMeta,
+        fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<(), TxError> {
+        self.send_frame(len, meta, mode_of(meta), fill)
+    }
+
+    /// Build a frame in one contiguous buffer (what smoltcp's `TxToken` needs):
+    /// straight in the granted page when it fits one, else in a staging buffer that
+    /// is then copied into the pages. `f` always runs (a token must produce its
+    /// result); if the frame cannot be sent it runs on the staging buffer and the
+    /// error is returned beside its result.
+    pub(crate) fn send_contiguous<R>(
+        &mut self,
+        len: usize,
+        meta: &TxMeta,
+        mode: CsumMode,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> (R, Result<(), TxError>) {
+        let ready = if self.broken {
+            Err(TxError::NotConnected)
+        } else {
+            txlayout::plan(len, meta, &self.caps)
+                .and_then(|p| self.reserve(p.ring_slots(), p.data_slots))
+        };
+        if let Err(e) = ready {
+            let mut scratch = self.take_scratch(len);
+            let r = f(&mut scratch[..len]);
+            self.scratch = scratch;
+            return (r, Err(e));
+        }
+        if len <= PAGE_SIZE {
+            let mut f = Some(f);
+            let mut out = None;
+            let res = self.send_frame(len, meta, mode, |_, seg| {
+                if let Some(f) = f.take() {
+                    out = Some(f(seg));
+                }
+            });
+            return match (out, f) {
+                (Some(r), _) => (r, res),
+                (None, Some(f)) => {
+                    let mut scratch = self.take_scratch(len);
+                    let r = f(&mut scratch[..len]);
+                    self.scratch = scratch;
+                    (r, res)
+                }
+                // One of the two always holds the closure or its result.
+                (None, None) => unreachable!("closure neither ran nor was kept"),
+            };
+        }
+        let mut scratch = self.take_scratch(len);
+        let r = f(&mut scratch[..len]);
+        let res = self.send_frame(len, meta, mode, |off, seg| {
+            seg.copy_from_slice(&scratch[off..off + seg.len()])
+        });
+        self.scratch = scratch;
+        (r, res)
+    }
+
+    /// The staging buffer, at least `len` bytes (grown once, then reused).
+    fn take_scratch(&mut self, len: usize) -> Vec<u8> {
+        let mut scratch = core::mem::take(&mut self.scratch);
+        if scratch.len() < len {
+            scratch.resize(self.caps.max_frame_len().max(len), 0);
+        }
+        scratch
+    }
+
+    /// Make room for `plan`, reclaiming answered requests if needed.
+    #[inline(always)]
+    fn reserve(&mut self, ring_slots: usize, data_slots: usize) -> Result<(), TxError> {
+        let fits = |q: &Self| {
+            q.ring.free_requests() as usize >= ring_slots && q.ids.available() >= data_slots
+        };
+        if fits(self) {
+            return Ok(());
+        }
+        // Requests not yet pushed can never be answered: publish them first.
+        self.flush();
+        self.reclaim();
+        if fits(self) {
+            Ok(())
+        } else {
+            self.counters.tx_busy.add(1);
+            Err(TxError::Busy)
+        }
+    }
+
+    fn send_frame(
+        &mut self,
+        len: usize,
+        meta: &TxMeta,
+        mode: CsumMode,
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<(), TxError> {
+        if self.broken {
+            return Err(TxError::NotConnected);
+        }
+        let plan = txlayout::plan(len, meta, &self.caps)?;
+        self.reserve(plan.ring_slots(), plan.data_slots)?;
+
+        let mut ids = [0u16; TX_MAX_DATA_SLOTS];
+        let mut grefs = [0u32; TX_MAX_DATA_SLOTS];
+        for i in 0..plan.data_slots {
+            // reserve() checked that enough ids are free.
+            let Some(id) = self.ids.pop() else {
+                self.undo(&ids[..i]);
+                return Err(TxError::Busy);
+            };
+            ids[i] = id;
+            grefs[i] = self.pages[usize::from(id)].gref;
+            let seg_len = plan.seg_len(i);
+            // SAFETY: the page of a popped id is ours: the backend only reads a TX page
+            // while its id is in flight, and this id was free. The page is 4 KiB and
+            // seg_len <= 4096; no other reference to it exists.
+            let seg = unsafe {
+                core::slice::from_raw_parts_mut(self.page_ptr(id).as_ptr(), seg_len)
+            };
+            fill(i * PAGE_SIZE, seg);
+        }
+
+        let offloaded = match self.checksum(&plan, &ids[..plan.data_slots], mode) {
+            Ok(o) => o,
+            Err(e) => {
+                self.undo(&ids[..plan.data_slots]);
+                return Err(e);
+            }
+        };
+        let flags = txlayout::first_flags(&plan, meta, offloaded);
+        let ring = &mut self.ring;
+        txlayout::requests(
+            &plan,
+            flags,
+            |i| (ids[i], grefs[i]),
+            |req: NetifTxRequest| {
+                let r = ring.produce_request(req);
+                debug_assert!(r.is_ok(), "reserve() guaranteed ring space");
+            },
+        );
+        self.first[usize::from(ids[0])] = true;
+        self.counters.tx_packets.add(1);
+        self.counters.tx_bytes.add(len as u64);
+        self.unpushed += 1;
+        if self.unpushed >= self.batch {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Return ids popped for a frame that is not sent after all.
+    fn undo(&mut self, ids: &[u16]) {
+        for &id in ids {
+            let _ = self.ids.free(id);
+        }
+    }
+
+    /// Apply `mode` to the frame in the pages of `ids`; true if the backend is to
+    /// complete the checksum (`NETTXF_csum_blank`).
+    fn checksum(
+        &mut self,
+        plan: &txlayout::TxPlan,
+        ids: &[u16],
+        mode: CsumMode,
+    ) -> Result<bool, TxError> {
+        let mode = if plan.extra.is_some() {
+            // A GSO frame is always CHECKSUM_PARTIAL.
+            CsumMode::Blank
+        } else {
+            mode
+        };
+        if mode == CsumMode::AsIs {
+            return Ok(false);
+        }
+        let head_len = plan.seg_len(0);
+        // SAFETY: as in send_frame: the first page belongs to an id we popped.
+        let head =
+            unsafe { core::slice::from_raw_parts_mut(self.page_ptr(ids[0]).as_ptr(), head_len) };
+        let Some(info) = csum::write_partial(head, plan.len) else {
+            return match mode {
+                CsumMode::Auto => Ok(false),
+                _ => Err(TxError::ChecksumUnparsable),
+            };
+        };
+        let offload = match info.ip {
+            IpVersion::V4 => self.caps.csum_ipv4,
+            IpVersion::V6 => self.caps.csum_ipv6,
+        };
+        if offload || plan.extra.is_some() {
+            return Ok(true);
+        }
+        // The backend cannot complete it: do it here over the pages.
+        let pages = &self.pages;
+        let pieces = (0..plan.data_slots).map(|i| {
+            // SAFETY: pages of popped ids, read only here; lengths within the page.
+            unsafe {
+                core::slice::from_raw_parts(
+                    pages[usize::from(ids[i])].ptr.as_ptr() as *const u8,
+                    plan.seg_len(i),
+                )
+            }
+        });
+        let (off, v) =
+            csum::compute_l4_pieces(pieces, plan.len).ok_or(TxError::ChecksumUnparsable)?;
+        // The checksum field is within the headers, in the first page (parse_l4).
+        let head =
+            // SAFETY: as above; the shared borrows of `pieces` ended.
+            unsafe { core::slice::from_raw_parts_mut(self.page_ptr(ids[0]).as_ptr(), head_len) };
+        head[off..off + 2].copy_from_slice(&v.to_be_bytes());
+        self.counters.tx_csum_sw.add(1);
+        Ok(false)
+    }
+
+    /// Send several frames with the same metadata; one push at the end. Returns how
+    /// many were queued (stops at the first refusal).
+    pub fn send_batch(&mut self, frames: &[&[u8]], meta: &TxMeta) -> usize {
+        let mut n = 0;
+        for f in frames {
+            if self.send(f, meta).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        self.flush();
+        n
+    }
+
+    /// Publish queued requests (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`) and notify the
+    /// backend only if it asked.
+    #[inline]
+    pub fn flush(&mut self) {
+        if self.unpushed == 0 {
+            return;
+        }
+        self.unpushed = 0;
+        if self.ring.push_requests_and_check_notify() {
+            self.chan.notify();
+            self.counters.tx_notify_sent.add(1);
+        } else {
+            self.counters.tx_notify_suppressed.add(1);
+        }
+    }
+
+    /// Collect responses: free their ids and pages, count drops and errors. Returns the
+    /// number of responses consumed.
+    pub fn reclaim(&mut self) -> usize {
+        let responses = match self.ring.take_responses() {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("netfront: TX ring protocol violation, queue disabled: {e}");
+                self.counters.tx_errors.add(1);
+                self.broken = true;
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for rsp in responses {
+            n += 1;
+            if rsp.status == NETIF_RSP_NULL {
+                continue;
+            }
+            match self.ids.free(rsp.id) {
+                Ok(()) => {
+                    let first = core::mem::replace(&mut self.first[usize::from(rsp.id)], false);
+                    if first && rsp.status != NETIF_RSP_OKAY {
+                        if rsp.status == NETIF_RSP_DROPPED {
+                            self.counters.tx_dropped.add(1);
+                        } else {
+                            self.counters.tx_errors.add(1);
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("netfront: TX response for an id not in flight: {e:?}");
+                    self.counters.tx_errors.add(1);
+                }
+            }
+        }
+        n
+    }
+
+    /// Ask for a notification on the next response (`RING_FINAL_CHECK_FOR_RESPONSES`);
+    /// true if responses are already there.
+    pub(crate) fn final_check(&mut self) -> bool {
+        self.ring.final_check_for_responses()
+    }
+
+    /// Count a frame dropped before it reached the ring (smoltcp path).
+    #[cfg_attr(not(feature = "smoltcp"), allow(dead_code))]
+    pub(crate) fn count_tx_dropped(&self) {
+        self.counters.tx_dropped.add(1);
+    }
+}
+
+pub(crate) fn mode_of(meta: &TxMeta) -> CsumMode {
+    if meta.csum_blank {
+        CsumMode::Blank
+    } else {
+        CsumMode::AsIs
+    }
+}
