@@ -109,7 +109,7 @@ impl Evtchn {
                 return;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 {
+            if spins & 255 == 0 {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

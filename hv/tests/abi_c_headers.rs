@@ -101,7 +101,7 @@ struct Scenarios {
 }
 
 fn scenarios() -> Scenarios {
-    let mut r = Lcg(0x5eed_0f_ab1);
+    let mut r = Lcg(0x5eed_0fab);
     let size = NET_TX_RING_SIZE;
     let mut s = Scenarios {
         front_push: vec![],

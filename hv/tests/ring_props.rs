@@ -509,7 +509,7 @@ impl Evtchn {
         let mut spins = 0u32;
         while !self.0.swap(false, Ordering::Acquire) {
             spins += 1;
-            if spins % 64 == 0 {
+            if spins & 63 == 0 {
                 std::thread::yield_now();
                 assert!(
                     Instant::now() < deadline,

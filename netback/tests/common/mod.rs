@@ -130,12 +130,14 @@ pub struct RxFrame {
 }
 
 pub struct TestFront {
+    // Declared (so dropped) before `env`: closing a channel touches the domain's
+    // event-channel page, which the environment keeps alive.
+    pub queues: Vec<FrontQueue>,
     pub env: EmbeddedGuestEnv,
     pub domid: DomId,
     pub devid: u32,
     pub fe: String,
     pub be: String,
-    pub queues: Vec<FrontQueue>,
     pub opts: FrontOpts,
 }
 
