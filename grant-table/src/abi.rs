@@ -284,7 +284,9 @@ mod tests {
     fn gntst_display_names_the_xen_status() {
         extern crate alloc;
         use alloc::string::ToString;
-        assert!(GntSt::BadCopyArg.to_string().starts_with("GNTST_bad_copy_arg"));
+        assert!(GntSt::BadCopyArg
+            .to_string()
+            .starts_with("GNTST_bad_copy_arg"));
         assert!(GntSt::Okay.to_string().starts_with("GNTST_okay"));
         assert!(GntSt::NoSpace.to_string().starts_with("GNTST_no_space"));
     }

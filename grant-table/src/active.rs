@@ -76,7 +76,9 @@ impl ActiveGrantTable {
     /// Track `shared` (the granting domain's table); no entry starts pinned.
     pub fn new(shared: SharedGrantTable) -> Self {
         let mut v = Vec::with_capacity(shared.nr_entries() as usize);
-        v.resize_with(shared.nr_entries() as usize, || Mutex::new(ActiveEntry::default()));
+        v.resize_with(shared.nr_entries() as usize, || {
+            Mutex::new(ActiveEntry::default())
+        });
         ActiveGrantTable {
             shared,
             active: v.into_boxed_slice(),
@@ -87,7 +89,10 @@ impl ActiveGrantTable {
     ///
     /// # Safety
     /// As [`SharedGrantTable::from_raw`].
-    pub unsafe fn from_raw(base: NonNull<GrantEntryV1>, nr_entries: u32) -> Result<Self, TableError> {
+    pub unsafe fn from_raw(
+        base: NonNull<GrantEntryV1>,
+        nr_entries: u32,
+    ) -> Result<Self, TableError> {
         // SAFETY: forwarded caller contract.
         let shared = unsafe { SharedGrantTable::from_raw(base, nr_entries) }?;
         Ok(Self::new(shared))
@@ -111,7 +116,12 @@ impl ActiveGrantTable {
     /// `mapping_domid` (or is `GTF_sub_page`), if a writable map is asked of a
     /// `GTF_readonly` grant, if another domain holds pins, if a pin counter would
     /// overflow, or if the guest keeps changing the entry under us.
-    pub fn map_grant_ref(&self, gref: GrantRef, mapping_domid: DomId, readonly: bool) -> Result<u32, i16> {
+    pub fn map_grant_ref(
+        &self,
+        gref: GrantRef,
+        mapping_domid: DomId,
+        readonly: bool,
+    ) -> Result<u32, i16> {
         self.pin(gref, mapping_domid, readonly, true)
     }
 
@@ -125,7 +135,12 @@ impl ActiveGrantTable {
 
     /// `acquire_grant_for_copy()`: pin `gref` for one copy by `caller` and return the
     /// frame. Same checks as a map, except that `GTF_sub_page` is not refused.
-    pub fn acquire_for_copy(&self, gref: GrantRef, caller: DomId, readonly: bool) -> Result<u32, i16> {
+    pub fn acquire_for_copy(
+        &self,
+        gref: GrantRef,
+        caller: DomId,
+        readonly: bool,
+    ) -> Result<u32, i16> {
         self.pin(gref, caller, readonly, false)
     }
 
@@ -188,7 +203,11 @@ impl ActiveGrantTable {
                 act.domid = ldom;
             }
         }
-        act.pin += if readonly { GNTPIN_HSTR_INC } else { GNTPIN_HSTW_INC };
+        act.pin += if readonly {
+            GNTPIN_HSTR_INC
+        } else {
+            GNTPIN_HSTW_INC
+        };
         Ok(act.frame)
     }
 
@@ -247,7 +266,12 @@ fn set_status_v1(
             }
             new |= GTF_WRITING;
         }
-        match hdr.compare_exchange(cur, combo(new, combo_domid(cur)), Ordering::AcqRel, Ordering::Acquire) {
+        match hdr.compare_exchange(
+            cur,
+            combo(new, combo_domid(cur)),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => return Ok(()),
             Err(prev) => {
                 if retries == SET_STATUS_RETRIES {

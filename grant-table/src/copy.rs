@@ -98,14 +98,21 @@ impl<D: GrantDomain> CopyBuf<D> {
         if let (Some(claim), Some((_, d))) = (self.claim.take(), self.dom.as_ref()) {
             if let Some(gref) = claim.gref {
                 // Cannot fail: this side holds exactly that pin.
-                let _ = d.active_grant_table().release_after_copy(gref, self.readonly);
+                let _ = d
+                    .active_grant_table()
+                    .release_after_copy(gref, self.readonly);
             }
         }
     }
 
     /// `gnttab_copy_claim_buf`, reusing the current claim when it is the same grant or
     /// frame (`gnttab_copy_buf_valid`). Returns the frame's first byte.
-    fn claim(&mut self, caller: DomId, is_gref: bool, u: &GnttabCopyPtr) -> Result<NonNull<u8>, i16> {
+    fn claim(
+        &mut self,
+        caller: DomId,
+        is_gref: bool,
+        u: &GnttabCopyPtr,
+    ) -> Result<NonNull<u8>, i16> {
         let want_gref = if is_gref { Some(u.gref()) } else { None };
         if let Some(c) = self.claim {
             if c.gref == want_gref && (is_gref || c.gmfn == u.gmfn()) {
@@ -122,7 +129,11 @@ impl<D: GrantDomain> CopyBuf<D> {
                 let table = d.active_grant_table();
                 let frame = table.acquire_for_copy(gref, caller, self.readonly)?;
                 match d.frame_ptr(u64::from(frame)) {
-                    Some(ptr) => Claim { gref: Some(gref), gmfn: 0, ptr },
+                    Some(ptr) => Claim {
+                        gref: Some(gref),
+                        gmfn: 0,
+                        ptr,
+                    },
                     None => {
                         // Cannot fail: we just took this pin.
                         let _ = table.release_after_copy(gref, self.readonly);
@@ -212,8 +223,20 @@ impl<'w, W: GrantWorld + ?Sized + 'w> GrantCopier<'w, W> {
     fn try_copy(&mut self, op: &GnttabCopy) -> Result<(), i16> {
         let src_gref = op.flags & GNTCOPY_SOURCE_GREF != 0;
         let dst_gref = op.flags & GNTCOPY_DEST_GREF != 0;
-        lock_domain(&mut self.src, self.world, self.caller, op.source.domid, src_gref)?;
-        lock_domain(&mut self.dest, self.world, self.caller, op.dest.domid, dst_gref)?;
+        lock_domain(
+            &mut self.src,
+            self.world,
+            self.caller,
+            op.source.domid,
+            src_gref,
+        )?;
+        lock_domain(
+            &mut self.dest,
+            self.world,
+            self.caller,
+            op.dest.domid,
+            dst_gref,
+        )?;
         let src = self.src.claim(self.caller, src_gref, &op.source)?;
         let dst = self.dest.claim(self.caller, dst_gref, &op.dest)?;
         let len = usize::from(op.len);
@@ -246,7 +269,11 @@ impl<'w, W: GrantWorld + ?Sized + 'w> GrantCopier<'w, W> {
         to_foreign: bool,
     ) -> i16 {
         let (world, caller) = (self.world, self.caller);
-        let side = if to_foreign { &mut self.dest } else { &mut self.src };
+        let side = if to_foreign {
+            &mut self.dest
+        } else {
+            &mut self.src
+        };
         let r = (|| {
             lock_domain(side, world, caller, domid, true)?;
             let page = side.claim(caller, true, &GnttabCopyPtr::from_gref(gref, domid, offset))?;
@@ -364,7 +391,11 @@ pub fn gnttab_map_grant_ref<W: GrantWorld + ?Sized>(
 
 /// `GNTTABOP_unmap_grant_ref` of a mapping made by [`gnttab_map_grant_ref`].
 /// `GNTST_bad_domain` if the granting domain is gone (its table went with it).
-pub fn gnttab_unmap_grant_ref<W: GrantWorld + ?Sized>(world: &W, mapping: GrantMapping) -> Result<(), i16> {
+pub fn gnttab_unmap_grant_ref<W: GrantWorld + ?Sized>(
+    world: &W,
+    mapping: GrantMapping,
+) -> Result<(), i16> {
     let d = world.domain(mapping.domid).ok_or(GNTST_BAD_DOMAIN)?;
-    d.active_grant_table().unmap_grant_ref(mapping.gref, mapping.readonly)
+    d.active_grant_table()
+        .unmap_grant_ref(mapping.gref, mapping.readonly)
 }

@@ -55,7 +55,10 @@ impl GuestGrantTable {
     ///
     /// # Safety
     /// As [`SharedGrantTable::from_raw`].
-    pub unsafe fn from_raw(base: NonNull<GrantEntryV1>, nr_entries: u32) -> Result<Self, TableError> {
+    pub unsafe fn from_raw(
+        base: NonNull<GrantEntryV1>,
+        nr_entries: u32,
+    ) -> Result<Self, TableError> {
         // SAFETY: forwarded caller contract.
         let table = unsafe { SharedGrantTable::from_raw(base, nr_entries) }?;
         Ok(Self::new(table))
@@ -78,7 +81,11 @@ impl GuestGrantTable {
 
     /// `gnttab_free_grant_reference`: give back a ref whose grant has ended.
     pub fn free_ref(&self, gref: GrantRef) -> Result<(), GrantError> {
-        let raw = self.table.header(gref).ok_or(GrantError::BadRef(gref))?.load(Ordering::Acquire);
+        let raw = self
+            .table
+            .header(gref)
+            .ok_or(GrantError::BadRef(gref))?
+            .load(Ordering::Acquire);
         if combo_flags(raw) & (GTF_TYPE_MASK | GTF_READING | GTF_WRITING) != 0 {
             return Err(GrantError::StillGranted(gref));
         }
@@ -126,7 +133,12 @@ impl GuestGrantTable {
 
     /// `gnttab_grant_foreign_access`: allocate a ref and grant `domid` access to
     /// `frame` through it.
-    pub fn grant_foreign_access(&self, domid: DomId, frame: u32, readonly: bool) -> Result<GrantRef, GrantError> {
+    pub fn grant_foreign_access(
+        &self,
+        domid: DomId,
+        frame: u32,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
         let gref = self.alloc_ref()?;
         if let Err(e) = self.grant_foreign_access_ref(gref, domid, frame, readonly) {
             // A fresh ref is invalid, so this cannot happen unless the table was
@@ -148,6 +160,9 @@ impl GuestGrantTable {
         let hdr = self.table.header(gref).ok_or(GrantError::BadRef(gref))?;
         let mut cur = hdr.load(Ordering::Acquire);
         loop {
+            if combo_flags(cur) & (GTF_READING | GTF_WRITING) != 0 {
+                return Err(GrantError::InUse(gref));
+            }
             let new = combo(GTF_INVALID, combo_domid(cur));
             match hdr.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(()),

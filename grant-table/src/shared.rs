@@ -82,7 +82,10 @@ impl SharedGrantTable {
     /// writable for the whole life of the view, and that nobody accesses except through
     /// atomic operations of 32 bits at offsets 0 and 4 of each entry (other processes
     /// sharing the memory included).
-    pub unsafe fn from_raw(base: NonNull<GrantEntryV1>, nr_entries: u32) -> Result<Self, TableError> {
+    pub unsafe fn from_raw(
+        base: NonNull<GrantEntryV1>,
+        nr_entries: u32,
+    ) -> Result<Self, TableError> {
         if (base.as_ptr() as usize) % core::mem::align_of::<AtomicU32>() != 0 {
             return Err(TableError::Misaligned);
         }
@@ -165,7 +168,9 @@ mod tests {
         assert_eq!(t.read(0).unwrap(), e[0]);
         assert!(t.header(1).is_none());
         assert!(t.frame(1).is_none());
-        t.header(0).unwrap().fetch_or(combo(GTF_READING, 0), Ordering::Relaxed);
+        t.header(0)
+            .unwrap()
+            .fetch_or(combo(GTF_READING, 0), Ordering::Relaxed);
         t.clear_flags(0, GTF_READING);
         assert_eq!(t.read(0).unwrap().flags, GTF_PERMIT_ACCESS | GTF_READONLY);
     }

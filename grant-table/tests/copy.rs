@@ -47,8 +47,16 @@ fn copy_from_local_frame_into_grant() {
 fn copy_between_two_grants_of_two_domains() {
     let w = TestWorld::new();
     w.dom(GUEST).write(1, 0, b"guest one");
-    let src = w.dom(GUEST).guest.grant_foreign_access(BACKEND, 1, true).unwrap();
-    let dst = w.dom(OTHER).guest.grant_foreign_access(BACKEND, 4, false).unwrap();
+    let src = w
+        .dom(GUEST)
+        .guest
+        .grant_foreign_access(BACKEND, 1, true)
+        .unwrap();
+    let dst = w
+        .dom(OTHER)
+        .guest
+        .grant_foreign_access(BACKEND, 4, false)
+        .unwrap();
     let mut ops = [GnttabCopy {
         source: GnttabCopyPtr::from_gref(src, GUEST, 0),
         dest: GnttabCopyPtr::from_gref(dst, OTHER, 10),
@@ -64,14 +72,21 @@ fn copy_between_two_grants_of_two_domains() {
 #[test]
 fn local_frame_named_by_numeric_domid_is_permission_denied() {
     let w = TestWorld::new();
-    let r = w.dom(GUEST).guest.grant_foreign_access(BACKEND, 1, false).unwrap();
+    let r = w
+        .dom(GUEST)
+        .guest
+        .grant_foreign_access(BACKEND, 1, false)
+        .unwrap();
     // Even the caller's own domid: only DOMID_SELF may name a frame (Xen).
     let mut a = copy_from_grant(GUEST, r, 0, 1, 0, 8);
     a.dest.domid = BACKEND;
     let mut b = copy_to_grant(1, 0, GUEST, r, 0, 8);
     b.source.domid = GUEST;
     let mut ops = [a, b];
-    assert_eq!(run(&w, &mut ops), [GNTST_PERMISSION_DENIED, GNTST_PERMISSION_DENIED]);
+    assert_eq!(
+        run(&w, &mut ops),
+        [GNTST_PERMISSION_DENIED, GNTST_PERMISSION_DENIED]
+    );
     assert_quiescent(&w);
 }
 
@@ -81,7 +96,11 @@ fn gmfn_after_gref_of_same_foreign_domid_is_still_permission_denied() {
     // domain 1's frame 1 just because the domid matches the cache.
     let w = TestWorld::new();
     w.dom(GUEST).write(1, 0, b"secret");
-    let r = w.dom(GUEST).guest.grant_foreign_access(BACKEND, 2, true).unwrap();
+    let r = w
+        .dom(GUEST)
+        .guest
+        .grant_foreign_access(BACKEND, 2, true)
+        .unwrap();
     let ok = copy_from_grant(GUEST, r, 0, 3, 0, 6);
     let mut sneaky = copy_from_grant(GUEST, 0, 0, 3, 0, 6);
     sneaky.flags = 0;
@@ -94,7 +113,10 @@ fn gmfn_after_gref_of_same_foreign_domid_is_still_permission_denied() {
 #[test]
 fn unknown_domain_is_bad_domain() {
     let w = TestWorld::new();
-    let mut ops = [copy_from_grant(9, 8, 0, 1, 0, 8), copy_to_grant(1, 0, 9, 8, 0, 8)];
+    let mut ops = [
+        copy_from_grant(9, 8, 0, 1, 0, 8),
+        copy_to_grant(1, 0, 9, 8, 0, 8),
+    ];
     assert_eq!(run(&w, &mut ops), [GNTST_BAD_DOMAIN, GNTST_BAD_DOMAIN]);
 }
 
@@ -115,9 +137,9 @@ fn bad_grants_are_general_error() {
     let ro = g.guest.grant_foreign_access(BACKEND, 1, true).unwrap();
     let for_other = g.guest.grant_foreign_access(OTHER, 2, false).unwrap();
     let mut ops = [
-        copy_to_grant(1, 0, GUEST, ro, 0, 8),         // read-only grant as destination
+        copy_to_grant(1, 0, GUEST, ro, 0, 8), // read-only grant as destination
         copy_from_grant(GUEST, for_other, 0, 1, 0, 8), // granted to another domain
-        copy_from_grant(GUEST, 20, 0, 1, 0, 8),        // never granted
+        copy_from_grant(GUEST, 20, 0, 1, 0, 8), // never granted
     ];
     assert_eq!(run(&w, &mut ops), [GNTST_GENERAL_ERROR; 3]);
     assert_quiescent(&w);
@@ -126,11 +148,19 @@ fn bad_grants_are_general_error() {
 #[test]
 fn missing_frames_are_bad_page() {
     let w = TestWorld::new();
-    let r = w.dom(GUEST).guest.grant_foreign_access(BACKEND, NR_FRAMES as u32, true).unwrap();
-    let ok = w.dom(GUEST).guest.grant_foreign_access(BACKEND, 0, true).unwrap();
+    let r = w
+        .dom(GUEST)
+        .guest
+        .grant_foreign_access(BACKEND, NR_FRAMES as u32, true)
+        .unwrap();
+    let ok = w
+        .dom(GUEST)
+        .guest
+        .grant_foreign_access(BACKEND, 0, true)
+        .unwrap();
     let mut ops = [
-        copy_from_grant(GUEST, r, 0, 1, 0, 8),           // granted frame does not exist
-        copy_from_grant(GUEST, ok, 0, NR_FRAMES, 0, 8),  // local frame does not exist
+        copy_from_grant(GUEST, r, 0, 1, 0, 8), // granted frame does not exist
+        copy_from_grant(GUEST, ok, 0, NR_FRAMES, 0, 8), // local frame does not exist
     ];
     assert_eq!(run(&w, &mut ops), [GNTST_BAD_PAGE, GNTST_BAD_PAGE]);
     assert_quiescent(&w);
@@ -139,17 +169,27 @@ fn missing_frames_are_bad_page() {
 #[test]
 fn crossing_the_page_end_is_bad_copy_arg() {
     let w = TestWorld::new();
-    let r = w.dom(GUEST).guest.grant_foreign_access(BACKEND, 1, false).unwrap();
+    let r = w
+        .dom(GUEST)
+        .guest
+        .grant_foreign_access(BACKEND, 1, false)
+        .unwrap();
     let mut ops = [
-        copy_from_grant(GUEST, r, 4000, 1, 0, 97),   // source 4000 + 97 > 4096
-        copy_from_grant(GUEST, r, 0, 1, 4095, 2),    // dest 4095 + 2 > 4096
-        copy_from_grant(GUEST, r, 4000, 1, 0, 96),   // exactly to the end: fine
+        copy_from_grant(GUEST, r, 4000, 1, 0, 97), // source 4000 + 97 > 4096
+        copy_from_grant(GUEST, r, 0, 1, 4095, 2),  // dest 4095 + 2 > 4096
+        copy_from_grant(GUEST, r, 4000, 1, 0, 96), // exactly to the end: fine
         copy_from_grant(GUEST, r, u16::MAX, 1, u16::MAX, u16::MAX),
         copy_from_grant(GUEST, r, 4096, 1, 4096, 0), // empty copy at the end: fine
     ];
     assert_eq!(
         run(&w, &mut ops),
-        [GNTST_BAD_COPY_ARG, GNTST_BAD_COPY_ARG, GNTST_OKAY, GNTST_BAD_COPY_ARG, GNTST_OKAY]
+        [
+            GNTST_BAD_COPY_ARG,
+            GNTST_BAD_COPY_ARG,
+            GNTST_OKAY,
+            GNTST_BAD_COPY_ARG,
+            GNTST_OKAY
+        ]
     );
     assert_quiescent(&w);
 }
@@ -158,7 +198,10 @@ fn crossing_the_page_end_is_bad_copy_arg() {
 fn checks_come_in_xen_order() {
     let w = TestWorld::new();
     // Domain before ref, ref before offsets.
-    let mut ops = [copy_from_grant(9, NR_ENTRIES, 5000, 1, 0, 8), copy_from_grant(GUEST, NR_ENTRIES, 5000, 1, 0, 8)];
+    let mut ops = [
+        copy_from_grant(9, NR_ENTRIES, 5000, 1, 0, 8),
+        copy_from_grant(GUEST, NR_ENTRIES, 5000, 1, 0, 8),
+    ];
     assert_eq!(run(&w, &mut ops), [GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF]);
     // Source permission before dest domain.
     let mut a = copy_to_grant(1, 0, 9, 8, 0, 8);
@@ -178,8 +221,14 @@ fn a_failed_op_does_not_stop_the_batch() {
         copy_from_grant(9, r, 0, 2, 16, 16),
         copy_from_grant(GUEST, r, 0, 2, 32, 16),
     ];
-    assert_eq!(run(&w, &mut ops), [GNTST_OKAY, GNTST_BAD_DOMAIN, GNTST_OKAY]);
-    assert_eq!(w.dom(BACKEND).read(2, 0, 48), [vec![7; 16], vec![0; 16], vec![7; 16]].concat());
+    assert_eq!(
+        run(&w, &mut ops),
+        [GNTST_OKAY, GNTST_BAD_DOMAIN, GNTST_OKAY]
+    );
+    assert_eq!(
+        w.dom(BACKEND).read(2, 0, 48),
+        [vec![7; 16], vec![0; 16], vec![7; 16]].concat()
+    );
     assert_quiescent(&w);
 }
 
@@ -208,14 +257,25 @@ fn copier_reuses_a_pin_across_ops_and_drops_it_at_the_end() {
     assert_eq!(c.copy(&copy_from_grant(GUEST, r1, 0, 1, 0, 8)), GNTST_OKAY);
     assert_eq!(g.active.active_entry(r1).unwrap().readers, 1);
     assert_eq!(c.copy(&copy_from_grant(GUEST, r1, 8, 1, 8, 8)), GNTST_OKAY);
-    assert_eq!(g.active.active_entry(r1).unwrap().readers, 1, "same grant: same pin");
+    assert_eq!(
+        g.active.active_entry(r1).unwrap().readers,
+        1,
+        "same grant: same pin"
+    );
     // While the copier holds the pin the guest cannot revoke.
     assert_eq!(g.guest.end_foreign_access(r1), Err(GrantError::InUse(r1)));
     assert_eq!(c.copy(&copy_from_grant(GUEST, r2, 0, 1, 0, 8)), GNTST_OKAY);
-    assert_eq!(g.active.active_entry(r1).unwrap().readers, 0, "moved on: old pin dropped");
+    assert_eq!(
+        g.active.active_entry(r1).unwrap().readers,
+        0,
+        "moved on: old pin dropped"
+    );
     assert_eq!(g.active.active_entry(r2).unwrap().readers, 1);
     // A failed op drops what the copier held.
-    assert_eq!(c.copy(&copy_from_grant(GUEST, r2, 4000, 1, 0, 200)), GNTST_BAD_COPY_ARG);
+    assert_eq!(
+        c.copy(&copy_from_grant(GUEST, r2, 4000, 1, 0, 200)),
+        GNTST_BAD_COPY_ARG
+    );
     assert_eq!(g.active.active_entry(r2).unwrap().readers, 0);
     assert_eq!(c.copy(&copy_from_grant(GUEST, r2, 0, 1, 0, 8)), GNTST_OKAY);
     drop(c);
@@ -234,16 +294,36 @@ fn copy_local_moves_bytes_both_ways() {
     let mut c = GrantCopier::new(&w, BACKEND);
     // SAFETY: `buf` is valid for 16 bytes for each call.
     unsafe {
-        assert_eq!(c.copy_local(GUEST, r, 100, 16, buf.as_mut_ptr(), true), GNTST_OKAY);
-        assert_eq!(c.copy_local(GUEST, ro, 0, 16, buf.as_mut_ptr(), true), GNTST_GENERAL_ERROR);
-        assert_eq!(c.copy_local(GUEST, r, 4090, 16, buf.as_mut_ptr(), true), GNTST_BAD_COPY_ARG);
-        assert_eq!(c.copy_local(9, r, 0, 16, buf.as_mut_ptr(), false), GNTST_BAD_DOMAIN);
-        assert_eq!(c.copy_local(GUEST, 99, 0, 16, buf.as_mut_ptr(), false), GNTST_BAD_GNTREF);
+        assert_eq!(
+            c.copy_local(GUEST, r, 100, 16, buf.as_mut_ptr(), true),
+            GNTST_OKAY
+        );
+        assert_eq!(
+            c.copy_local(GUEST, ro, 0, 16, buf.as_mut_ptr(), true),
+            GNTST_GENERAL_ERROR
+        );
+        assert_eq!(
+            c.copy_local(GUEST, r, 4090, 16, buf.as_mut_ptr(), true),
+            GNTST_BAD_COPY_ARG
+        );
+        assert_eq!(
+            c.copy_local(9, r, 0, 16, buf.as_mut_ptr(), false),
+            GNTST_BAD_DOMAIN
+        );
+        assert_eq!(
+            c.copy_local(GUEST, 99, 0, 16, buf.as_mut_ptr(), false),
+            GNTST_BAD_GNTREF
+        );
     }
     assert_eq!(g.read(4, 100, 16), b"netback buffer!!");
     g.write(4, 0, b"from the guest..");
     // SAFETY: as above.
-    unsafe { assert_eq!(c.copy_local(GUEST, r, 0, 16, buf.as_mut_ptr(), false), GNTST_OKAY) };
+    unsafe {
+        assert_eq!(
+            c.copy_local(GUEST, r, 0, 16, buf.as_mut_ptr(), false),
+            GNTST_OKAY
+        )
+    };
     assert_eq!(&buf, b"from the guest..");
     drop(c);
     assert_quiescent(&w);
@@ -283,7 +363,10 @@ fn prop_world() -> TestWorld {
             if let Some((to, frame, ro)) = grant_of(dom, r) {
                 let got = w.dom(dom).guest.alloc_ref().unwrap();
                 assert_eq!(got, r);
-                w.dom(dom).guest.grant_foreign_access_ref(got, to, frame, ro).unwrap();
+                w.dom(dom)
+                    .guest
+                    .grant_foreign_access_ref(got, to, frame, ro)
+                    .unwrap();
             }
         }
     }
@@ -296,9 +379,20 @@ fn side_rule(p: &GnttabCopyPtr, is_gref: bool, readonly: bool) -> (i16, i16) {
         if p.domid != DOMID_SELF {
             return (GNTST_PERMISSION_DENIED, 0);
         }
-        return (0, if p.gmfn() < NR_FRAMES { 0 } else { GNTST_BAD_PAGE });
+        return (
+            0,
+            if p.gmfn() < NR_FRAMES {
+                0
+            } else {
+                GNTST_BAD_PAGE
+            },
+        );
     }
-    let dom = if p.domid == DOMID_SELF { BACKEND } else { p.domid };
+    let dom = if p.domid == DOMID_SELF {
+        BACKEND
+    } else {
+        p.domid
+    };
     if dom > 2 {
         return (GNTST_BAD_DOMAIN, 0);
     }
@@ -306,9 +400,14 @@ fn side_rule(p: &GnttabCopyPtr, is_gref: bool, readonly: bool) -> (i16, i16) {
         return (0, GNTST_BAD_GNTREF);
     }
     match grant_of(dom, p.gref()) {
-        Some((to, frame, ro)) if to == BACKEND && !(ro && !readonly) => {
-            (0, if u64::from(frame) < NR_FRAMES { 0 } else { GNTST_BAD_PAGE })
-        }
+        Some((to, frame, ro)) if to == BACKEND && !(ro && !readonly) => (
+            0,
+            if u64::from(frame) < NR_FRAMES {
+                0
+            } else {
+                GNTST_BAD_PAGE
+            },
+        ),
         _ => (0, GNTST_GENERAL_ERROR),
     }
 }
@@ -333,21 +432,29 @@ fn arb_ptr() -> impl Strategy<Value = GnttabCopyPtr> {
     let offset = prop_oneof![0u16..64, 4000u16..4200, any::<u16>()];
     (domid, 0u64..40, offset, any::<u32>()).prop_map(|(domid, u, offset, junk)| {
         // Junk in the union's upper half must not change the ref.
-        let high = if junk % 2 == 1 { u64::from(junk) << 32 } else { 0 };
+        let high = if junk % 2 == 1 {
+            u64::from(junk) << 32
+        } else {
+            0
+        };
         GnttabCopyPtr::from_gmfn(u | high, domid, offset)
     })
 }
 
 fn arb_op() -> impl Strategy<Value = GnttabCopy> {
-    (arb_ptr(), arb_ptr(), prop_oneof![0u16..128, 3900u16..4200, any::<u16>()], 0u16..4).prop_map(
-        |(source, dest, len, flags)| GnttabCopy {
+    (
+        arb_ptr(),
+        arb_ptr(),
+        prop_oneof![0u16..128, 3900u16..4200, any::<u16>()],
+        0u16..4,
+    )
+        .prop_map(|(source, dest, len, flags)| GnttabCopy {
             source,
             dest,
             len,
             flags,
             status: 1,
-        },
-    )
+        })
 }
 
 proptest! {

@@ -16,7 +16,10 @@ const GUEST: DomId = 1;
 fn grant_writes_domid_frame_and_flags() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
-    let r = g.guest.grant_foreign_access(BACKEND, 0x1234_5678, false).unwrap();
+    let r = g
+        .guest
+        .grant_foreign_access(BACKEND, 0x1234_5678, false)
+        .unwrap();
     assert!(r >= GNTTAB_NR_RESERVED_ENTRIES);
     assert_eq!(
         g.guest.table().read(r),
@@ -59,10 +62,17 @@ fn end_access_is_refused_while_mapped_then_succeeds_after_unmap() {
     let g = w.dom(GUEST);
     let r = g.guest.grant_foreign_access(BACKEND, 1, false).unwrap();
     g.active.map_grant_ref(r, BACKEND, false).unwrap();
-    assert_eq!(g.guest.query_foreign_access(r), Ok(GTF_READING | GTF_WRITING));
+    assert_eq!(
+        g.guest.query_foreign_access(r),
+        Ok(GTF_READING | GTF_WRITING)
+    );
     assert_eq!(g.guest.end_foreign_access(r), Err(GrantError::InUse(r)));
     assert_eq!(g.guest.end_foreign_access_ref(r), Err(GrantError::InUse(r)));
-    assert_eq!(g.flags(r), GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING, "refusal changes nothing");
+    assert_eq!(
+        g.flags(r),
+        GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING,
+        "refusal changes nothing"
+    );
     // Still allocated and still granted: the backend can keep using it.
     assert_eq!(g.guest.free_ref(r), Err(GrantError::StillGranted(r)));
     g.active.unmap_grant_ref(r, false).unwrap();
@@ -75,10 +85,16 @@ fn ref_apis_refuse_foreign_reserved_and_out_of_range_refs() {
     let g = w.dom(GUEST);
     for r in [0, 7, 20, NR_ENTRIES, u32::MAX] {
         assert_eq!(g.guest.end_foreign_access(r), Err(GrantError::BadRef(r)));
-        assert_eq!(g.guest.grant_foreign_access_ref(r, BACKEND, 1, false), Err(GrantError::BadRef(r)));
+        assert_eq!(
+            g.guest.grant_foreign_access_ref(r, BACKEND, 1, false),
+            Err(GrantError::BadRef(r))
+        );
         assert_eq!(g.guest.free_ref(r), Err(GrantError::BadRef(r)));
     }
-    assert_eq!(g.guest.query_foreign_access(NR_ENTRIES), Err(GrantError::BadRef(NR_ENTRIES)));
+    assert_eq!(
+        g.guest.query_foreign_access(NR_ENTRIES),
+        Err(GrantError::BadRef(NR_ENTRIES))
+    );
 }
 
 #[test]
@@ -86,8 +102,13 @@ fn regranting_a_live_ref_is_refused() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
     let r = g.guest.alloc_ref().unwrap();
-    g.guest.grant_foreign_access_ref(r, BACKEND, 1, false).unwrap();
-    assert_eq!(g.guest.grant_foreign_access_ref(r, 2, 9, false), Err(GrantError::StillGranted(r)));
+    g.guest
+        .grant_foreign_access_ref(r, BACKEND, 1, false)
+        .unwrap();
+    assert_eq!(
+        g.guest.grant_foreign_access_ref(r, 2, 9, false),
+        Err(GrantError::StillGranted(r))
+    );
     assert_eq!(g.guest.table().read(r).unwrap().domid, BACKEND);
     g.guest.end_foreign_access_ref(r).unwrap();
     g.guest.grant_foreign_access_ref(r, 2, 9, true).unwrap();
@@ -113,7 +134,8 @@ fn allocator_runs_dry_with_no_space_and_never_hands_out_reserved_refs() {
 fn a_table_no_bigger_than_the_reserved_area_has_no_refs() {
     let buf = AlignedBuf::new(8 * 8);
     // SAFETY: `buf` outlives the view and is only accessed through it.
-    let t = unsafe { GuestGrantTable::from_raw(buf.ptr().cast(), GNTTAB_NR_RESERVED_ENTRIES) }.unwrap();
+    let t =
+        unsafe { GuestGrantTable::from_raw(buf.ptr().cast(), GNTTAB_NR_RESERVED_ENTRIES) }.unwrap();
     assert_eq!(t.free_count(), 0);
     assert_eq!(t.alloc_ref(), Err(GrantError::NoSpace));
     drop(t);

@@ -40,8 +40,14 @@ fn map_returns_frame_and_sets_reading_writing() {
 fn map_of_ref_past_table_is_bad_gntref() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
-    assert_eq!(g.active.map_grant_ref(NR_ENTRIES, BACKEND, true), Err(GNTST_BAD_GNTREF));
-    assert_eq!(g.active.map_grant_ref(u32::MAX, BACKEND, false), Err(GNTST_BAD_GNTREF));
+    assert_eq!(
+        g.active.map_grant_ref(NR_ENTRIES, BACKEND, true),
+        Err(GNTST_BAD_GNTREF)
+    );
+    assert_eq!(
+        g.active.map_grant_ref(u32::MAX, BACKEND, false),
+        Err(GNTST_BAD_GNTREF)
+    );
     assert_eq!(
         gnttab_map_grant_ref(&w, BACKEND, GUEST, NR_ENTRIES, GNTMAP_HOST_MAP).map(|_| ()),
         Err(GNTST_BAD_GNTREF)
@@ -79,7 +85,10 @@ fn map_of_invalid_entry_is_general_error() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
     // Ref 9 was never granted: GTF_invalid.
-    assert_eq!(g.active.map_grant_ref(9, BACKEND, true), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(
+        g.active.map_grant_ref(9, BACKEND, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
     assert_eq!(g.flags(9), GTF_INVALID);
 }
 
@@ -89,7 +98,11 @@ fn map_by_a_domain_other_than_the_grantee_is_general_error() {
     let g = w.dom(GUEST);
     let r = g.guest.grant_foreign_access(BACKEND, 1, false).unwrap();
     assert_eq!(g.active.map_grant_ref(r, 2, true), Err(GNTST_GENERAL_ERROR));
-    assert_eq!(g.flags(r), GTF_PERMIT_ACCESS, "a refused map leaves no bit behind");
+    assert_eq!(
+        g.flags(r),
+        GTF_PERMIT_ACCESS,
+        "a refused map leaves no bit behind"
+    );
     assert_quiescent(&w);
 }
 
@@ -98,10 +111,21 @@ fn map_of_accept_transfer_or_sub_page_entry_is_general_error() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
     let t = g.guest.table();
-    t.header(10).unwrap().store(combo(GTF_ACCEPT_TRANSFER, BACKEND), Ordering::Release);
-    assert_eq!(g.active.map_grant_ref(10, BACKEND, true), Err(GNTST_GENERAL_ERROR));
-    t.header(11).unwrap().store(combo(GTF_PERMIT_ACCESS | GTF_SUB_PAGE, BACKEND), Ordering::Release);
-    assert_eq!(g.active.map_grant_ref(11, BACKEND, true), Err(GNTST_GENERAL_ERROR));
+    t.header(10)
+        .unwrap()
+        .store(combo(GTF_ACCEPT_TRANSFER, BACKEND), Ordering::Release);
+    assert_eq!(
+        g.active.map_grant_ref(10, BACKEND, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    t.header(11).unwrap().store(
+        combo(GTF_PERMIT_ACCESS | GTF_SUB_PAGE, BACKEND),
+        Ordering::Release,
+    );
+    assert_eq!(
+        g.active.map_grant_ref(11, BACKEND, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
     // Copies are not refused for GTF_sub_page (acquire_grant_for_copy's mask).
     assert!(g.active.acquire_for_copy(11, BACKEND, true).is_ok());
     assert_eq!(g.active.release_after_copy(11, true), Ok(()));
@@ -113,11 +137,17 @@ fn writable_map_of_readonly_grant_is_general_error() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
     let r = g.guest.grant_foreign_access(BACKEND, 2, true).unwrap();
-    assert_eq!(g.active.map_grant_ref(r, BACKEND, false), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(
+        g.active.map_grant_ref(r, BACKEND, false),
+        Err(GNTST_GENERAL_ERROR)
+    );
     assert_eq!(g.flags(r), GTF_PERMIT_ACCESS | GTF_READONLY);
     // Also refused when a read-only pin already exists.
     assert_eq!(g.active.map_grant_ref(r, BACKEND, true), Ok(2));
-    assert_eq!(g.active.map_grant_ref(r, BACKEND, false), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(
+        g.active.map_grant_ref(r, BACKEND, false),
+        Err(GNTST_GENERAL_ERROR)
+    );
     assert_eq!(g.flags(r), GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
     assert_eq!(g.active.unmap_grant_ref(r, true), Ok(()));
     assert_quiescent(&w);
@@ -149,8 +179,14 @@ fn pin_counter_overflow_is_general_error() {
         assert_eq!(g.active.map_grant_ref(r, BACKEND, true), Ok(4));
     }
     // Counter reached 0x80: Xen refuses any further pin.
-    assert_eq!(g.active.map_grant_ref(r, BACKEND, true), Err(GNTST_GENERAL_ERROR));
-    assert_eq!(g.active.map_grant_ref(r, BACKEND, false), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(
+        g.active.map_grant_ref(r, BACKEND, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    assert_eq!(
+        g.active.map_grant_ref(r, BACKEND, false),
+        Err(GNTST_GENERAL_ERROR)
+    );
     assert_eq!(g.active.active_entry(r).unwrap().readers, 128);
     for _ in 0..128 {
         assert_eq!(g.active.unmap_grant_ref(r, true), Ok(()));
@@ -162,7 +198,10 @@ fn pin_counter_overflow_is_general_error() {
 fn map_of_frame_the_granter_lacks_is_bad_page_and_leaves_no_pin() {
     let w = TestWorld::new();
     let g = w.dom(GUEST);
-    let r = g.guest.grant_foreign_access(BACKEND, NR_FRAMES as u32 + 3, false).unwrap();
+    let r = g
+        .guest
+        .grant_foreign_access(BACKEND, NR_FRAMES as u32 + 3, false)
+        .unwrap();
     assert_eq!(
         gnttab_map_grant_ref(&w, BACKEND, GUEST, r, GNTMAP_HOST_MAP).map(|_| ()),
         Err(GNTST_BAD_PAGE)
@@ -195,7 +234,10 @@ fn unmap_of_what_is_not_mapped_is_bad_handle() {
     let g = w.dom(GUEST);
     let r = g.guest.grant_foreign_access(BACKEND, 1, false).unwrap();
     assert_eq!(g.active.unmap_grant_ref(r, true), Err(GNTST_BAD_HANDLE));
-    assert_eq!(g.active.unmap_grant_ref(NR_ENTRIES, true), Err(GNTST_BAD_HANDLE));
+    assert_eq!(
+        g.active.unmap_grant_ref(NR_ENTRIES, true),
+        Err(GNTST_BAD_HANDLE)
+    );
     // A read-only pin cannot be dropped as a writable one, nor the reverse.
     assert_eq!(g.active.map_grant_ref(r, BACKEND, true), Ok(1));
     assert_eq!(g.active.unmap_grant_ref(r, false), Err(GNTST_BAD_HANDLE));
@@ -210,8 +252,14 @@ fn map_after_end_foreign_access_fails() {
     let g = w.dom(GUEST);
     let r = g.guest.grant_foreign_access(BACKEND, 1, false).unwrap();
     assert_eq!(g.guest.end_foreign_access_ref(r), Ok(()));
-    assert_eq!(g.active.map_grant_ref(r, BACKEND, true), Err(GNTST_GENERAL_ERROR));
-    assert_eq!(g.active.acquire_for_copy(r, BACKEND, true), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(
+        g.active.map_grant_ref(r, BACKEND, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    assert_eq!(
+        g.active.acquire_for_copy(r, BACKEND, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
 }
 
 #[test]
@@ -228,7 +276,11 @@ fn release_all_pins_of_a_dying_domain() {
     assert_eq!(g.active.release_all_pins_of(BACKEND), 2);
     assert_eq!(g.flags(a), GTF_PERMIT_ACCESS);
     assert_eq!(g.flags(b), GTF_PERMIT_ACCESS | GTF_READONLY);
-    assert_eq!(g.flags(c), GTF_PERMIT_ACCESS | GTF_READING, "other domains' pins stay");
+    assert_eq!(
+        g.flags(c),
+        GTF_PERMIT_ACCESS | GTF_READING,
+        "other domains' pins stay"
+    );
     assert_eq!(g.guest.end_foreign_access(a), Ok(()));
     assert_eq!(g.guest.end_foreign_access(c), Err(GrantError::InUse(c)));
 }

@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use grant_table::*;
 
+/// Sets its flag when dropped, so a failing assertion on one thread also stops the
+/// threads that loop until that flag is set (instead of hanging the test).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
 const BACKEND: DomId = 0;
 const GUEST: DomId = 1;
 const OTHER: DomId = 2;
@@ -30,7 +40,8 @@ fn end_access_races_map_unmap() {
 
     std::thread::scope(|s| {
         for t in 0..2 {
-            let (w, live, frame_now, stop, maps_ok, start) = (&w, &live, &frame_now, &stop, &maps_ok, &start);
+            let (w, live, frame_now, stop, maps_ok, start) =
+                (&w, &live, &frame_now, &stop, &maps_ok, &start);
             s.spawn(move || {
                 let g = w.dom(GUEST);
                 start.wait();
@@ -53,14 +64,20 @@ fn end_access_races_map_unmap() {
             });
         }
 
+        let _stop_backends = SetOnDrop(&stop);
         start.wait();
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut rounds, mut refused) = (0u32, 0u64);
         while rounds < MIN_ROUNDS || refused == 0 || maps_ok.load(SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "race never interleaved: {rounds} rounds, {refused} refusals");
+            assert!(
+                Instant::now() < deadline,
+                "race never interleaved: {rounds} rounds, {refused} refusals"
+            );
             let frame = rounds % NR_FRAMES as u32;
             frame_now.store(frame, SeqCst);
-            g.guest.grant_foreign_access_ref(r, BACKEND, frame, false).unwrap();
+            g.guest
+                .grant_foreign_access_ref(r, BACKEND, frame, false)
+                .unwrap();
             // Give the backend a moment to map this grant.
             for _ in 0..(rounds % 64) {
                 std::hint::spin_loop();
@@ -75,12 +92,21 @@ fn end_access_races_map_unmap() {
                     Err(e) => panic!("unexpected {e}"),
                 }
             }
-            assert_eq!(live.load(SeqCst), 0, "end access succeeded while a mapping was live");
-            assert_eq!(g.active.map_grant_ref(r, BACKEND, true), Err(GNTST_GENERAL_ERROR));
-            assert_eq!(g.active.map_grant_ref(r, BACKEND, false), Err(GNTST_GENERAL_ERROR));
+            assert_eq!(
+                live.load(SeqCst),
+                0,
+                "end access succeeded while a mapping was live"
+            );
+            assert_eq!(
+                g.active.map_grant_ref(r, BACKEND, true),
+                Err(GNTST_GENERAL_ERROR)
+            );
+            assert_eq!(
+                g.active.map_grant_ref(r, BACKEND, false),
+                Err(GNTST_GENERAL_ERROR)
+            );
             rounds += 1;
         }
-        stop.store(true, SeqCst);
     });
     assert_quiescent(&w);
     assert!(maps_ok.load(SeqCst) > 0);
@@ -98,7 +124,12 @@ fn many_copiers_on_one_grant() {
     let src = g.guest.grant_foreign_access(BACKEND, 1, true).unwrap();
     // Each copier also writes into its own writable grant of domain 2.
     let dests: Vec<GrantRef> = (0..THREADS)
-        .map(|t| w.dom(OTHER).guest.grant_foreign_access(BACKEND, t as u32, false).unwrap())
+        .map(|t| {
+            w.dom(OTHER)
+                .guest
+                .grant_foreign_access(BACKEND, t as u32, false)
+                .unwrap()
+        })
         .collect();
 
     std::thread::scope(|s| {
@@ -123,7 +154,11 @@ fn many_copiers_on_one_grant() {
                         })
                         .collect();
                     gnttab_copy(w, BACKEND, &mut ops);
-                    assert!(ops.iter().all(|o| o.status == GNTST_OKAY), "batch {b}: {:?}", ops[0].status);
+                    assert!(
+                        ops.iter().all(|o| o.status == GNTST_OKAY),
+                        "batch {b}: {:?}",
+                        ops[0].status
+                    );
                 }
             });
         }
@@ -146,23 +181,29 @@ fn revoke_while_copiers_run() {
     let src = g.guest.grant_foreign_access(BACKEND, 1, true).unwrap();
     let revoked = AtomicBool::new(false);
     let batches_ok = AtomicU64::new(0);
+    let abort = AtomicBool::new(false);
     let start = Barrier::new(3);
 
     std::thread::scope(|s| {
         for t in 0..2u64 {
-            let (w, revoked, batches_ok, start) = (&w, &revoked, &batches_ok, &start);
+            let (w, revoked, batches_ok, start, abort) =
+                (&w, &revoked, &batches_ok, &start, &abort);
             s.spawn(move || {
                 start.wait();
                 let mut seen_after = 0;
-                while seen_after < 50 {
+                while seen_after < 50 && !abort.load(SeqCst) {
                     let was_revoked = revoked.load(SeqCst);
-                    let mut ops: Vec<GnttabCopy> =
-                        (0..64u16).map(|i| copy_from_grant(GUEST, src, i * 64, t, i * 64, 64)).collect();
+                    let mut ops: Vec<GnttabCopy> = (0..64u16)
+                        .map(|i| copy_from_grant(GUEST, src, i * 64, t, i * 64, 64))
+                        .collect();
                     gnttab_copy(w, BACKEND, &mut ops);
                     for o in &ops {
                         assert!(o.status == GNTST_OKAY || o.status == GNTST_GENERAL_ERROR);
                         if was_revoked {
-                            assert_eq!(o.status, GNTST_GENERAL_ERROR, "copy went through after revoke");
+                            assert_eq!(
+                                o.status, GNTST_GENERAL_ERROR,
+                                "copy went through after revoke"
+                            );
                         }
                     }
                     if was_revoked {
@@ -173,6 +214,7 @@ fn revoke_while_copiers_run() {
                 }
             });
         }
+        let _abort_copiers = SetOnDrop(&abort);
         start.wait();
         // Let the copiers get going, then revoke (retrying while a copy holds a pin).
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -189,6 +231,8 @@ fn revoke_while_copiers_run() {
             assert!(Instant::now() < deadline, "revoke never got through");
         }
         revoked.store(true, SeqCst);
+        // Keep the copiers running until each has seen the revoke 50 times.
+        std::mem::forget(_abort_copiers);
     });
     assert_quiescent(&w);
 }

@@ -38,7 +38,9 @@ impl Page {
     }
 
     fn sring(&self) -> &TxSharedRing {
-        // SAFETY: the page outlives the borrow; only the atomics are used through it.
+        // SAFETY: the page outlives the borrow, which covers only the 64-byte header
+        // (the slot array is zero-length in the type); the rings touch the header only
+        // through its atomics, and this test is single-threaded.
         unsafe { self.0.cast::<TxSharedRing>().as_ref() }
     }
 

@@ -20,7 +20,15 @@ fn tx_to_sink(len: usize, gso: bool) {
     let sink = Sink::new();
     let w = World::new(sink.clone());
     let (_, env) = w.add_guest(0, MAC_A);
-    let mut f = TestFront::connect(&w, env, 0, FrontOpts { split: true, ..Default::default() });
+    let mut f = TestFront::connect(
+        &w,
+        env,
+        0,
+        FrontOpts {
+            split: true,
+            ..Default::default()
+        },
+    );
     let frame = eth_frame(MAC_B, MAC_A, len, 1);
     // Build one packet's requests once (pages written once, reused).
     let chunks: Vec<&[u8]> = frame.chunks(4096).collect();
@@ -29,14 +37,29 @@ fn tx_to_sink(len: usize, gso: bool) {
         let page = &f.queues[0].tx_bufs[i];
         // SAFETY: the page is ours, granted read-only to Dom0, not yet published.
         unsafe { std::ptr::copy_nonoverlapping(c.as_ptr(), page.ptr.as_ptr(), c.len()) };
-        let mut fl = if i + 1 < chunks.len() { NETTXF_MORE_DATA } else { 0 };
+        let mut fl = if i + 1 < chunks.len() {
+            NETTXF_MORE_DATA
+        } else {
+            0
+        };
         if i == 0 && gso {
             fl |= NETTXF_EXTRA_INFO | NETTXF_CSUM_BLANK;
         }
         let size = if i == 0 { len as u16 } else { c.len() as u16 };
-        pkt.push(NetifTxRequest { gref: page.gref, offset: 0, flags: fl, id: i as u16, size });
+        pkt.push(NetifTxRequest {
+            gref: page.gref,
+            offset: 0,
+            flags: fl,
+            id: i as u16,
+            size,
+        });
         if i == 0 && gso {
-            let g = NetifExtraGso { size: 1448, ty: XEN_NETIF_GSO_TYPE_TCPV4, pad: 0, features: 0 };
+            let g = NetifExtraGso {
+                size: 1448,
+                ty: XEN_NETIF_GSO_TYPE_TCPV4,
+                pad: 0,
+                features: 0,
+            };
             pkt.push(NetifExtraInfo::new_gso(g, 0).to_tx_slot());
         }
     }
@@ -75,29 +98,41 @@ fn source_to_guest(len: usize, gso: bool) {
     let meta = OffloadMeta {
         csum_blank: gso,
         data_validated: gso,
-        gso: gso.then_some(netback::Gso { ty: netback::GsoType::TcpV4, size: 1448 }),
+        gso: gso.then_some(netback::Gso {
+            ty: netback::GsoType::TcpV4,
+            size: 1448,
+        }),
     };
     let src = Source::new(vec![(eth_frame(MAC_A, MAC_DOM0, len, 2), meta)], None);
     let w = World::new(src.clone() as Arc<dyn netback::Port>);
     let (_, env) = w.add_guest(0, MAC_A);
-    let mut f = TestFront::connect(&w, env, 0, FrontOpts { split: true, rx_buffers: 0, ..Default::default() });
+    let mut f = TestFront::connect(
+        &w,
+        env,
+        0,
+        FrontOpts {
+            split: true,
+            rx_buffers: 256,
+            ..Default::default()
+        },
+    );
     let bufs = 256.min(f.queues[0].rx_bufs.len());
     let q = &mut f.queues[0];
     let grefs: Vec<u32> = q.rx_bufs.iter().map(|p| p.gref).collect();
-    // Post every buffer; ids index `grefs`; a response frees its slot's buffer.
-    let mut next = 0usize;
+    // Connect posted ids 0..256 in ring order; request k always carries id k % 256, so
+    // a response frees the buffer to repost as the next id in sequence.
+    let mut next = bufs;
     let post = |q: &mut FrontQueue, k: usize, next: &mut usize| {
         for _ in 0..k {
             let id = (*next % bufs) as u16;
-            let _ = q.rx.produce_request(NetifRxRequest { id, pad: 0, gref: grefs[id as usize] });
+            let _ = q.rx.produce_request(NetifRxRequest {
+                id,
+                pad: 0,
+                gref: grefs[id as usize],
+            });
             *next += 1;
         }
     };
-    let free = q.rx.free_requests() as usize;
-    post(q, free.min(bufs), &mut next);
-    if q.rx.push_requests_and_check_notify() {
-        q.rx_chan.as_ref().unwrap().notify();
-    }
     let start = Instant::now();
     let (mut pkts, mut bytes) = (0u64, 0u64);
     let mut extra_next = false;
@@ -127,7 +162,10 @@ fn source_to_guest(len: usize, gso: bool) {
                 q.rx_chan.as_ref().unwrap().notify();
             }
         } else if !q.rx.final_check_for_responses() {
-            q.rx_chan.as_ref().unwrap().wait(Some(Duration::from_millis(1)));
+            q.rx_chan
+                .as_ref()
+                .unwrap()
+                .wait(Some(Duration::from_millis(1)));
         }
     }
     let secs = start.elapsed().as_secs_f64();

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use hv::abi::xenbus::XenbusState;
 use hv::env::{BackendEnv, DomId, Store, StoreError, XBT_NIL};
 use hv::toolstack::parse_mac;
-use hv::xenbus::{path_join, read_str, xenbus_read_state, xenbus_switch_state, Transaction, XenbusError};
+use hv::xenbus::{
+    path_join, read_str, xenbus_read_state, xenbus_switch_state, Transaction, XenbusError,
+};
 
 use crate::counters::{CountersSnapshot, VifCounters};
 use crate::error::{DisableReason, NetbackError};
@@ -125,7 +127,10 @@ impl Netback {
     ///
     /// Use an environment whose xenstore connection nobody else watches on: watch
     /// events of one connection share one queue.
-    pub fn start<E: BackendEnv + 'static>(env: E, cfg: NetbackConfig) -> Result<Netback, NetbackError> {
+    pub fn start<E: BackendEnv + 'static>(
+        env: E,
+        cfg: NetbackConfig,
+    ) -> Result<Netback, NetbackError> {
         if cfg.max_queues == 0 || cfg.max_queues > 64 {
             return Err(NetbackError::Config("max_queues must be 1..=64"));
         }
@@ -137,14 +142,28 @@ impl Netback {
             commands: Mutex::new(Vec::new()),
             vifs: Mutex::new(BTreeMap::new()),
         });
-        let mut backend = Backend { env, cfg, root, control: control.clone(), devices: BTreeMap::new() };
-        let thread = std::thread::Builder::new().name("netback-xenbus".into()).spawn(move || backend.run())?;
-        Ok(Netback { control, thread: Some(thread) })
+        let mut backend = Backend {
+            env,
+            cfg,
+            root,
+            control: control.clone(),
+            devices: BTreeMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("netback-xenbus".into())
+            .spawn(move || backend.run())?;
+        Ok(Netback {
+            control,
+            thread: Some(thread),
+        })
     }
 
     /// Every vif known to this backend.
     pub fn vifs(&self) -> Vec<VifInfo> {
-        lock(&self.control.vifs).values().map(|r| r.snapshot()).collect()
+        lock(&self.control.vifs)
+            .values()
+            .map(|r| r.snapshot())
+            .collect()
     }
 
     /// One vif.
@@ -153,7 +172,12 @@ impl Netback {
     }
 
     /// Poll until `pred` holds for vif `id` (or `timeout` passes); the last snapshot.
-    pub fn wait_vif(&self, id: VifId, timeout: Duration, pred: impl Fn(&VifInfo) -> bool) -> Option<VifInfo> {
+    pub fn wait_vif(
+        &self,
+        id: VifId,
+        timeout: Duration,
+        pred: impl Fn(&VifInfo) -> bool,
+    ) -> Option<VifInfo> {
         let deadline = Instant::now() + timeout;
         loop {
             let info = self.vif(id);
@@ -228,7 +252,11 @@ impl<E: BackendEnv + 'static> Backend<E> {
                 self.close_from_backend(id);
                 dirty = true;
             }
-            if self.devices.values().any(|d| d.conn.as_ref().is_some_and(Connection::is_fatal)) {
+            if self
+                .devices
+                .values()
+                .any(|d| d.conn.as_ref().is_some_and(Connection::is_fatal))
+            {
                 dirty = true;
             }
             if dirty || last_scan.elapsed() >= RESCAN_EVERY {
@@ -254,8 +282,12 @@ impl<E: BackendEnv + 'static> Backend<E> {
             }
         };
         for fe in fes {
-            let Ok(domid) = fe.parse::<DomId>() else { continue };
-            let Ok(devs) = self.store().directory(XBT_NIL, &path_join(&self.root, &fe)) else { continue };
+            let Ok(domid) = fe.parse::<DomId>() else {
+                continue;
+            };
+            let Ok(devs) = self.store().directory(XBT_NIL, &path_join(&self.root, &fe)) else {
+                continue;
+            };
             for dev in devs {
                 if let Ok(devid) = dev.parse::<u32>() {
                     out.insert(VifId { domid, devid });
@@ -267,7 +299,12 @@ impl<E: BackendEnv + 'static> Backend<E> {
 
     fn rescan(&mut self) {
         let present = self.present();
-        let gone: Vec<VifId> = self.devices.keys().filter(|id| !present.contains(id)).copied().collect();
+        let gone: Vec<VifId> = self
+            .devices
+            .keys()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
         for id in gone {
             self.remove(id);
         }
@@ -278,7 +315,9 @@ impl<E: BackendEnv + 'static> Backend<E> {
         }
         let ids: Vec<VifId> = self.devices.keys().copied().collect();
         for id in ids {
-            let Some(mut dev) = self.devices.remove(&id) else { continue };
+            let Some(mut dev) = self.devices.remove(&id) else {
+                continue;
+            };
             if dev.conn.as_ref().is_some_and(Connection::is_fatal) {
                 // xenvif_fatal_tx_err: the queues stopped; release the rings and tell
                 // the frontend.
@@ -308,7 +347,9 @@ impl<E: BackendEnv + 'static> Backend<E> {
                 return;
             }
         };
-        let mac = read_str(self.store(), XBT_NIL, &path_join(&be, "mac")).ok().and_then(|m| parse_mac(&m));
+        let mac = read_str(self.store(), XBT_NIL, &path_join(&be, "mac"))
+            .ok()
+            .and_then(|m| parse_mac(&m));
         let max_queues = self.cfg.max_queues.to_string();
         let keys: [(&str, &str); 10] = [
             ("feature-sg", "1"),
@@ -354,7 +395,15 @@ impl<E: BackendEnv + 'static> Backend<E> {
             disabled: Arc::new(Mutex::new(None)),
         });
         lock(&self.control.vifs).insert(id, record.clone());
-        let mut dev = Device { id, be, fe, state: XenbusState::Initialising, conn: None, record, fe_token };
+        let mut dev = Device {
+            id,
+            be,
+            fe,
+            state: XenbusState::Initialising,
+            conn: None,
+            record,
+            fe_token,
+        };
         self.set_state(&mut dev, XenbusState::InitWait);
         log::info!("{id}: probed, frontend {}", dev.fe);
         self.devices.insert(id, dev);
@@ -365,7 +414,12 @@ impl<E: BackendEnv + 'static> Backend<E> {
             return;
         }
         match xenbus_switch_state(self.store(), &dev.be, state) {
-            Ok(()) => log::debug!("{}: backend {} -> {}", dev.id, dev.state.name(), state.name()),
+            Ok(()) => log::debug!(
+                "{}: backend {} -> {}",
+                dev.id,
+                dev.state.name(),
+                state.name()
+            ),
             Err(e) => log::debug!("{}: switching to {}: {e}", dev.id, state.name()),
         }
         dev.state = state;
@@ -409,8 +463,10 @@ impl<E: BackendEnv + 'static> Backend<E> {
             let cfg = read_frontend(self.store(), &dev.fe, self.cfg.max_queues)?;
             let mac_path = path_join(&dev.be, "mac");
             let mac_text = read_str(self.store(), XBT_NIL, &mac_path)?;
-            let mac = parse_mac(&mac_text)
-                .ok_or_else(|| NetbackError::Frontend { path: mac_path, what: "not a MAC address".into() })?;
+            let mac = parse_mac(&mac_text).ok_or_else(|| NetbackError::Frontend {
+                path: mac_path,
+                what: "not a MAC address".into(),
+            })?;
             let params = ConnectParams {
                 id: dev.id,
                 frontend: dev.id.domid,
@@ -418,11 +474,17 @@ impl<E: BackendEnv + 'static> Backend<E> {
                 port: self.cfg.port.clone(),
                 counters: dev.record.counters.clone(),
                 disabled: dev.record.disabled.clone(),
-                limits: TxLimits { fatal_skb_slots: self.cfg.fatal_skb_slots },
+                limits: TxLimits {
+                    fatal_skb_slots: self.cfg.fatal_skb_slots,
+                },
                 inbound_capacity: self.cfg.inbound_capacity,
             };
             let n = cfg.queues.len();
-            Ok((Connection::connect(&self.env, params, &cfg)?, cfg.features, n))
+            Ok((
+                Connection::connect(&self.env, params, &cfg)?,
+                cfg.features,
+                n,
+            ))
         })();
         match result {
             Ok((conn, features, nq)) => {
@@ -433,7 +495,12 @@ impl<E: BackendEnv + 'static> Backend<E> {
                     info.features = features;
                     info.connects += 1;
                 }
-                log::info!("{}: connected, {} queue(s), split event channels: {}", dev.id, conn.num_queues(), conn.split);
+                log::info!(
+                    "{}: connected, {} queue(s), split event channels: {}",
+                    dev.id,
+                    conn.num_queues(),
+                    conn.split
+                );
                 dev.conn = Some(conn);
                 self.set_state(dev, XenbusState::Connected);
             }
@@ -468,7 +535,10 @@ impl<E: BackendEnv + 'static> Backend<E> {
     fn remove(&mut self, id: VifId) {
         if let Some(mut dev) = self.devices.remove(&id) {
             self.disconnect(&mut dev);
-            if let Err(e) = self.store().unwatch(&path_join(&dev.fe, "state"), &dev.fe_token) {
+            if let Err(e) = self
+                .store()
+                .unwatch(&path_join(&dev.fe, "state"), &dev.fe_token)
+            {
                 log::debug!("{id}: unwatch: {e}");
             }
             lock(&self.control.vifs).remove(&id);
@@ -501,7 +571,9 @@ impl<E: BackendEnv + 'static> Backend<E> {
         }
         for dev in devs.iter_mut() {
             self.set_state(dev, XenbusState::Closed);
-            let _ = self.store().unwatch(&path_join(&dev.fe, "state"), &dev.fe_token);
+            let _ = self
+                .store()
+                .unwatch(&path_join(&dev.fe, "state"), &dev.fe_token);
         }
     }
 }

@@ -126,7 +126,12 @@ impl OwnedFrame {
     /// A frame that shares `data` (no copy).
     pub fn shared(data: Arc<[u8]>, meta: OffloadMeta) -> Self {
         let len = data.len();
-        Self { buf: Vec::new(), shared: Some(data), len, meta }
+        Self {
+            buf: Vec::new(),
+            shared: Some(data),
+            len,
+            meta,
+        }
     }
 
     /// Overwrite this (recycled) frame with a copy of `data`. The buffer only grows,
@@ -176,6 +181,9 @@ impl OwnedFrame {
 
     /// As a borrowed [`Frame`].
     pub fn as_frame(&self) -> Frame<'_> {
-        Frame { data: self.data(), meta: self.meta }
+        Frame {
+            data: self.data(),
+            meta: self.meta,
+        }
     }
 }

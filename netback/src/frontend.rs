@@ -52,7 +52,10 @@ pub struct FrontendConfig {
 }
 
 fn bad(path: &str, what: impl Into<String>) -> NetbackError {
-    NetbackError::Frontend { path: path.into(), what: what.into() }
+    NetbackError::Frontend {
+        path: path.into(),
+        what: what.into(),
+    }
 }
 
 fn read_queue(store: &dyn Store, dir: &str) -> Result<QueueKeys, NetbackError> {
@@ -65,12 +68,20 @@ fn read_queue(store: &dyn Store, dir: &str) -> Result<QueueKeys, NetbackError> {
         // Like xenbus_gather failing: fall back to the single channel.
         _ => EvtchnKeys::Single(read_u32(store, XBT_NIL, &path_join(dir, "event-channel"))?),
     };
-    Ok(QueueKeys { tx_ring_ref, rx_ring_ref, evtchn })
+    Ok(QueueKeys {
+        tx_ring_ref,
+        rx_ring_ref,
+        evtchn,
+    })
 }
 
 /// Read a frontend's connect keys. `max_queues` is what we advertised in
 /// `multi-queue-max-queues`.
-pub fn read_frontend(store: &dyn Store, fe: &str, max_queues: u32) -> Result<FrontendConfig, NetbackError> {
+pub fn read_frontend(
+    store: &dyn Store,
+    fe: &str,
+    max_queues: u32,
+) -> Result<FrontendConfig, NetbackError> {
     let nq_path = path_join(fe, "multi-queue-num-queues");
     let num_queues = read_unsigned(store, XBT_NIL, &nq_path, 1)?;
     if num_queues == 0 || num_queues > max_queues {
@@ -83,7 +94,10 @@ pub fn read_frontend(store: &dyn Store, fe: &str, max_queues: u32) -> Result<Fro
     match read_u32(store, XBT_NIL, &rx_copy) {
         Ok(1) => {}
         Ok(_) | Err(XenbusError::Store(StoreError::NotFound)) => {
-            return Err(bad(&rx_copy, "copying receiver (request-rx-copy=1) is required"))
+            return Err(bad(
+                &rx_copy,
+                "copying receiver (request-rx-copy=1) is required",
+            ))
         }
         Err(e) => return Err(e.into()),
     }
@@ -97,7 +111,10 @@ pub fn read_frontend(store: &dyn Store, fe: &str, max_queues: u32) -> Result<Fro
         rx_notify: feat("feature-rx-notify")?,
     };
     if !features.rx_notify {
-        return Err(bad(&path_join(fe, "feature-rx-notify"), "feature-rx-notify is mandatory"));
+        return Err(bad(
+            &path_join(fe, "feature-rx-notify"),
+            "feature-rx-notify is mandatory",
+        ));
     }
     let mut queues = Vec::with_capacity(num_queues as usize);
     if num_queues == 1 {

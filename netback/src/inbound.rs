@@ -76,7 +76,10 @@ impl Inbound {
         {
             let mut fifo = self.lock();
             for f in frames {
-                if fifo.ready.len() >= self.capacity || f.data.is_empty() || f.data.len() > MAX_FRAME_LEN {
+                if fifo.ready.len() >= self.capacity
+                    || f.data.is_empty()
+                    || f.data.len() > MAX_FRAME_LEN
+                {
                     dropped += 1;
                     continue;
                 }
@@ -191,7 +194,10 @@ mod tests {
     use crate::frame::OffloadMeta;
 
     fn f(data: &[u8]) -> Frame<'_> {
-        Frame { data, meta: OffloadMeta::default() }
+        Frame {
+            data,
+            meta: OffloadMeta::default(),
+        }
     }
 
     #[test]
@@ -213,6 +219,10 @@ mod tests {
         q.drain_into(&mut out, 10);
         assert_eq!(out[0].data()[0], 9);
         assert_eq!(&out[0].data()[1..], &c[1..]);
-        assert_eq!(q.push_batch([f(&[])], |_| {}), 0, "empty frames are refused");
+        assert_eq!(
+            q.push_batch([f(&[])], |_| {}),
+            0,
+            "empty frames are refused"
+        );
     }
 }

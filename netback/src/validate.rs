@@ -37,7 +37,9 @@ pub struct TxLimits {
 
 impl Default for TxLimits {
     fn default() -> Self {
-        Self { fatal_skb_slots: FATAL_SKB_SLOTS_DEFAULT }
+        Self {
+            fatal_skb_slots: FATAL_SKB_SLOTS_DEFAULT,
+        }
     }
 }
 
@@ -46,7 +48,11 @@ impl Default for TxLimits {
 pub enum TxVerdict {
     /// A valid packet: `len` bytes in total, `first_size` of them in the first slot,
     /// the rest in the data slots that follow the extras.
-    Packet { len: u16, first_size: u16, meta: OffloadMeta },
+    Packet {
+        len: u16,
+        first_size: u16,
+        meta: OffloadMeta,
+    },
     /// A multicast filter update (`XEN_NETIF_EXTRA_TYPE_MCAST_ADD/DEL`): no data;
     /// answered with `NETIF_RSP_OKAY`.
     Mcast { add: bool, addr: [u8; 6] },
@@ -107,12 +113,18 @@ pub fn parse_tx_packet(
     }
 
     // A multicast control request carries no data: answer it and move on.
-    for (ty, add) in [(XEN_NETIF_EXTRA_TYPE_MCAST_ADD, true), (XEN_NETIF_EXTRA_TYPE_MCAST_DEL, false)] {
+    for (ty, add) in [
+        (XEN_NETIF_EXTRA_TYPE_MCAST_ADD, true),
+        (XEN_NETIF_EXTRA_TYPE_MCAST_DEL, false),
+    ] {
         if let Some(e) = extras[usize::from(ty - 1)] {
             return Ok(TxParsed {
                 nslots: used,
                 extra_count,
-                verdict: TxVerdict::Mcast { add, addr: e.mcast_addr() },
+                verdict: TxVerdict::Mcast {
+                    add,
+                    addr: e.mcast_addr(),
+                },
             });
         }
     }
@@ -130,7 +142,10 @@ pub fn parse_tx_packet(
             return Err(FatalError::IncompletePacket { asked: used + 1 });
         }
         if following >= fatal_threshold {
-            return Err(FatalError::TooManySlots { slots: following + 2, threshold: fatal_threshold + 1 });
+            return Err(FatalError::TooManySlots {
+                slots: following + 2,
+                threshold: fatal_threshold + 1,
+            });
         }
         if drop.is_none() && following >= XEN_NETBK_LEGACY_SLOTS_MAX {
             drop = Some(DropReason::TooManySlots {
@@ -142,16 +157,26 @@ pub fn parse_tx_packet(
         slots.push(txp);
         used += 1;
         if drop.is_none() && txp.size > remaining {
-            drop = Some(DropReason::FragTooLarge { size: txp.size, remaining });
+            drop = Some(DropReason::FragTooLarge {
+                size: txp.size,
+                remaining,
+            });
         }
         remaining = remaining.wrapping_sub(txp.size);
         following += 1;
         if usize::from(txp.offset) + usize::from(txp.size) > RING_PAGE_SIZE {
-            return Err(FatalError::CrossPage { offset: txp.offset, size: u32::from(txp.size) });
+            return Err(FatalError::CrossPage {
+                offset: txp.offset,
+                size: u32::from(txp.size),
+            });
         }
         more = txp.flags & NETTXF_MORE_DATA != 0;
     }
-    let dropped = |reason| TxParsed { nslots: used, extra_count, verdict: TxVerdict::Drop(reason) };
+    let dropped = |reason| TxParsed {
+        nslots: used,
+        extra_count,
+        verdict: TxVerdict::Drop(reason),
+    };
     if let Some(reason) = drop {
         return Ok(dropped(reason));
     }
@@ -161,7 +186,10 @@ pub fn parse_tx_packet(
     }
     // No crossing a page: the payload of a slot must sit in its granted page.
     if usize::from(first.offset) + usize::from(first_size) > RING_PAGE_SIZE {
-        return Err(FatalError::CrossPage { offset: first.offset, size: u32::from(first_size) });
+        return Err(FatalError::CrossPage {
+            offset: first.offset,
+            size: u32::from(first_size),
+        });
     }
     let gso = match extras[usize::from(XEN_NETIF_EXTRA_TYPE_GSO - 1)] {
         None => None,
@@ -175,7 +203,11 @@ pub fn parse_tx_packet(
     Ok(TxParsed {
         nslots: used,
         extra_count,
-        verdict: TxVerdict::Packet { len: first.size, first_size, meta },
+        verdict: TxVerdict::Packet {
+            len: first.size,
+            first_size,
+            meta,
+        },
     })
 }
 
@@ -201,15 +233,31 @@ pub fn rx_slots_needed(len: usize, gso: bool) -> u32 {
 mod tests {
     use super::*;
     use hv::abi::netif::{
-        NetifExtraGso, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_HASH, XEN_NETIF_GSO_TYPE_TCPV4,
+        NetifExtraGso, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_HASH,
+        XEN_NETIF_GSO_TYPE_TCPV4,
     };
 
     fn req(gref: u32, offset: u16, flags: u16, id: u16, size: u16) -> NetifTxRequest {
-        NetifTxRequest { gref, offset, flags, id, size }
+        NetifTxRequest {
+            gref,
+            offset,
+            flags,
+            id,
+            size,
+        }
     }
 
     fn gso_slot(size: u16, ty: u8, flags: u8) -> NetifTxRequest {
-        NetifExtraInfo::new_gso(NetifExtraGso { size, ty, pad: 0, features: 0 }, flags).to_tx_slot()
+        NetifExtraInfo::new_gso(
+            NetifExtraGso {
+                size,
+                ty,
+                pad: 0,
+                features: 0,
+            },
+            flags,
+        )
+        .to_tx_slot()
     }
 
     /// Parse `ring` (all published) and check each slot was fetched once, in order.
@@ -248,7 +296,11 @@ mod tests {
         assert_eq!(p.nslots, 1);
         assert_eq!(slots.len(), 1);
         match p.verdict {
-            TxVerdict::Packet { len, first_size, meta } => {
+            TxVerdict::Packet {
+                len,
+                first_size,
+                meta,
+            } => {
                 assert_eq!((len, first_size), (60, 60));
                 assert!(meta.csum_blank && !meta.data_validated && meta.gso.is_none());
             }
@@ -267,9 +319,19 @@ mod tests {
         assert_eq!((p.nslots, p.extra_count), (4, 1));
         assert_eq!(slots, ring);
         match p.verdict {
-            TxVerdict::Packet { len, first_size, meta } => {
+            TxVerdict::Packet {
+                len,
+                first_size,
+                meta,
+            } => {
                 assert_eq!((len, first_size), (9000, 904));
-                assert_eq!(meta.gso, Some(Gso { ty: GsoType::TcpV4, size: 1448 }));
+                assert_eq!(
+                    meta.gso,
+                    Some(Gso {
+                        ty: GsoType::TcpV4,
+                        size: 1448
+                    })
+                );
             }
             v => panic!("{v:?}"),
         }
@@ -278,57 +340,108 @@ mod tests {
     #[test]
     fn up_to_nineteen_slots_pass_twenty_drop_twenty_two_fatal() {
         for n in [18, 19] {
-            assert!(matches!(parse(&chain(n)).0.unwrap().verdict, TxVerdict::Packet { .. }), "{n}");
+            assert!(
+                matches!(
+                    parse(&chain(n)).0.unwrap().verdict,
+                    TxVerdict::Packet { .. }
+                ),
+                "{n}"
+            );
         }
         for n in [20, 21] {
             let p = parse(&chain(n)).0.unwrap();
-            assert_eq!(p.nslots, n as u32, "every slot of a dropped packet is consumed");
-            assert!(matches!(p.verdict, TxVerdict::Drop(DropReason::TooManySlots { .. })), "{n}");
+            assert_eq!(
+                p.nslots, n as u32,
+                "every slot of a dropped packet is consumed"
+            );
+            assert!(
+                matches!(p.verdict, TxVerdict::Drop(DropReason::TooManySlots { .. })),
+                "{n}"
+            );
         }
-        assert!(matches!(parse(&chain(22)).0, Err(FatalError::TooManySlots { .. })));
+        assert!(matches!(
+            parse(&chain(22)).0,
+            Err(FatalError::TooManySlots { .. })
+        ));
     }
 
     #[test]
     fn incomplete_packet_is_fatal() {
         let ring = [req(1, 0, NETTXF_MORE_DATA, 1, 200)];
-        assert!(matches!(parse(&ring).0, Err(FatalError::IncompletePacket { .. })));
+        assert!(matches!(
+            parse(&ring).0,
+            Err(FatalError::IncompletePacket { .. })
+        ));
     }
 
     #[test]
     fn cross_page_fatal_in_first_and_following() {
         assert_eq!(
             parse(&[req(1, 4000, 0, 1, 200)]).0,
-            Err(FatalError::CrossPage { offset: 4000, size: 200 })
+            Err(FatalError::CrossPage {
+                offset: 4000,
+                size: 200
+            })
         );
         let ring = [req(1, 0, NETTXF_MORE_DATA, 1, 300), req(2, 4090, 0, 2, 100)];
-        assert_eq!(parse(&ring).0, Err(FatalError::CrossPage { offset: 4090, size: 100 }));
+        assert_eq!(
+            parse(&ring).0,
+            Err(FatalError::CrossPage {
+                offset: 4090,
+                size: 100
+            })
+        );
     }
 
     #[test]
     fn extras_rules() {
         // Missing extra.
-        assert_eq!(parse(&[req(1, 0, NETTXF_EXTRA_INFO, 1, 60)]).0, Err(FatalError::MissingExtraInfo));
+        assert_eq!(
+            parse(&[req(1, 0, NETTXF_EXTRA_INFO, 1, 60)]).0,
+            Err(FatalError::MissingExtraInfo)
+        );
         // Type 0 and >= MAX.
         for ty in [0u8, XEN_NETIF_EXTRA_TYPE_MAX, 200] {
-            let extra = NetifExtraInfo { ty, flags: 0, u: [0; 6] }.to_tx_slot();
+            let extra = NetifExtraInfo {
+                ty,
+                flags: 0,
+                u: [0; 6],
+            }
+            .to_tx_slot();
             let ring = [req(1, 0, NETTXF_EXTRA_INFO, 1, 60), extra];
             assert_eq!(parse(&ring).0, Err(FatalError::InvalidExtraType(ty)));
         }
         // MORE flag with nothing after.
-        let ring = [req(1, 0, NETTXF_EXTRA_INFO, 1, 60), gso_slot(1000, 1, XEN_NETIF_EXTRA_FLAG_MORE)];
+        let ring = [
+            req(1, 0, NETTXF_EXTRA_INFO, 1, 60),
+            gso_slot(1000, 1, XEN_NETIF_EXTRA_FLAG_MORE),
+        ];
         assert_eq!(parse(&ring).0, Err(FatalError::MissingExtraInfo));
         // A HASH extra is accepted and ignored.
-        let hash = NetifExtraInfo { ty: XEN_NETIF_EXTRA_TYPE_HASH, flags: 0, u: [0; 6] }.to_tx_slot();
-        let p = parse(&[req(1, 0, NETTXF_EXTRA_INFO, 1, 60), hash]).0.unwrap();
+        let hash = NetifExtraInfo {
+            ty: XEN_NETIF_EXTRA_TYPE_HASH,
+            flags: 0,
+            u: [0; 6],
+        }
+        .to_tx_slot();
+        let p = parse(&[req(1, 0, NETTXF_EXTRA_INFO, 1, 60), hash])
+            .0
+            .unwrap();
         assert!(matches!(p.verdict, TxVerdict::Packet { .. }));
     }
 
     #[test]
     fn gso_rules() {
         let head = req(1, 0, NETTXF_EXTRA_INFO, 1, 60);
-        assert_eq!(parse(&[head, gso_slot(0, 1, 0)]).0, Err(FatalError::GsoSizeZero));
+        assert_eq!(
+            parse(&[head, gso_slot(0, 1, 0)]).0,
+            Err(FatalError::GsoSizeZero)
+        );
         for ty in [0u8, 3, 255] {
-            assert_eq!(parse(&[head, gso_slot(1448, ty, 0)]).0, Err(FatalError::BadGsoType(ty)));
+            assert_eq!(
+                parse(&[head, gso_slot(1448, ty, 0)]).0,
+                Err(FatalError::BadGsoType(ty))
+            );
         }
     }
 
@@ -340,10 +453,19 @@ mod tests {
         let ring = [req(1, 0, NETTXF_MORE_DATA, 1, 200), req(2, 0, 0, 2, 300)];
         let p = parse(&ring).0.unwrap();
         assert_eq!(p.nslots, 2);
-        assert_eq!(p.verdict, TxVerdict::Drop(DropReason::FragTooLarge { size: 300, remaining: 200 }));
+        assert_eq!(
+            p.verdict,
+            TxVerdict::Drop(DropReason::FragTooLarge {
+                size: 300,
+                remaining: 200
+            })
+        );
         // The first fragment ends up shorter than a header: dropped.
         let ring = [req(1, 0, NETTXF_MORE_DATA, 1, 200), req(2, 0, 0, 2, 190)];
-        assert_eq!(parse(&ring).0.unwrap().verdict, TxVerdict::Drop(DropReason::ShortFrame(10)));
+        assert_eq!(
+            parse(&ring).0.unwrap().verdict,
+            TxVerdict::Drop(DropReason::ShortFrame(10))
+        );
     }
 
     #[test]
@@ -351,7 +473,13 @@ mod tests {
         let m = NetifExtraInfo::new_mcast(true, [1, 0, 0x5e, 0, 0, 1], 0).to_tx_slot();
         let p = parse(&[req(1, 0, NETTXF_EXTRA_INFO, 1, 0), m]).0.unwrap();
         assert_eq!(p.nslots, 2);
-        assert_eq!(p.verdict, TxVerdict::Mcast { add: true, addr: [1, 0, 0x5e, 0, 0, 1] });
+        assert_eq!(
+            p.verdict,
+            TxVerdict::Mcast {
+                add: true,
+                addr: [1, 0, 0x5e, 0, 0, 1]
+            }
+        );
     }
 
     #[test]

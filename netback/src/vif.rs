@@ -61,7 +61,13 @@ impl Connection {
                 }
             };
             split |= is_split;
-            resources.push(QueueResources::<E> { tx_map, rx_map, tx_chan, rx_chan, split: is_split });
+            resources.push(QueueResources::<E> {
+                tx_map,
+                rx_map,
+                tx_chan,
+                rx_chan,
+                split: is_split,
+            });
         }
         let queues: Vec<Arc<QueueShared>> = (0..resources.len())
             .map(|_| {
@@ -92,7 +98,11 @@ impl Connection {
             limits: p.limits,
         });
         p.port.vif_connected(&link);
-        let mut conn = Connection { shared: shared.clone(), threads: Vec::new(), split };
+        let mut conn = Connection {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            split,
+        };
         for (qid, res) in resources.into_iter().enumerate() {
             match spawn_queue(env, &shared, qid as u16, res) {
                 Ok((tx, rx)) => {

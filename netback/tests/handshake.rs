@@ -38,7 +38,17 @@ fn connect_and_check(queues: u32, split: bool, initialised: bool) {
     let sink = Sink::new();
     let w = World::new(sink.clone());
     let (_, env) = w.add_guest(0, MAC_A);
-    let mut f = TestFront::connect(&w, env, 0, FrontOpts { queues, split, initialised, ..Default::default() });
+    let mut f = TestFront::connect(
+        &w,
+        env,
+        0,
+        FrontOpts {
+            queues,
+            split,
+            initialised,
+            ..Default::default()
+        },
+    );
     let info = w.wait_vif(f.id(), "Connected", |i| i.state == XenbusState::Connected);
     assert_eq!(info.num_queues, queues);
     assert_eq!(info.split_event_channels, split);
@@ -47,9 +57,14 @@ fn connect_and_check(queues: u32, split: bool, initialised: bool) {
     // Every queue carries traffic.
     for q in 0..queues as usize {
         f.send(q, &eth_frame(MAC_B, MAC_A, 60, q as u8), 4096, 0, None);
-        assert_eq!(f.tx_responses(q, 1)[0].status, hv::abi::netif::NETIF_RSP_OKAY);
+        assert_eq!(
+            f.tx_responses(q, 1)[0].status,
+            hv::abi::netif::NETIF_RSP_OKAY
+        );
     }
-    w.wait_vif(f.id(), "tx packets", |i| i.counters.tx_packets == u64::from(queues));
+    w.wait_vif(f.id(), "tx packets", |i| {
+        i.counters.tx_packets == u64::from(queues)
+    });
     assert_eq!(sink.packets(), u64::from(queues));
 }
 
@@ -77,10 +92,20 @@ fn connects_two_queues_single_channel() {
 fn too_many_queues_is_refused() {
     let w = World::new(Sink::new());
     let (domid, env) = w.add_guest(0, MAC_A);
-    let f = TestFront::setup(env, 0, FrontOpts { queues: 3, ..Default::default() });
+    let f = TestFront::setup(
+        env,
+        0,
+        FrontOpts {
+            queues: 3,
+            ..Default::default()
+        },
+    );
     w.wait_be_state(domid, 0, XenbusState::Closing);
     let info = w.wait_vif(f.id(), "disabled", |i| i.disabled.is_some());
-    assert!(matches!(info.disabled, Some(DisableReason::Connect(ref m)) if m.contains("3 queues")), "{info:?}");
+    assert!(
+        matches!(info.disabled, Some(DisableReason::Connect(ref m)) if m.contains("3 queues")),
+        "{info:?}"
+    );
 }
 
 #[test]
@@ -96,18 +121,24 @@ fn close_from_frontend_then_reconnect() {
     // The backend let go of the rings: the frontend can end its grants.
     let TestFront { env, queues, .. } = f;
     for q in queues {
-        env.end_grants(vec![q.tx_page, q.rx_page]).map_err(|(e, _)| e).expect("rings unmapped");
+        env.end_grants(vec![q.tx_page, q.rx_page])
+            .map_err(|(e, _)| e)
+            .expect("rings unmapped");
     }
     // Reconnect: Initialising, fresh rings, Connected.
     let fe = hv::toolstack::frontend_path(domid, 0);
-    env.store().write(XBT_NIL, &path_join(&fe, "state"), b"1").unwrap();
+    env.store()
+        .write(XBT_NIL, &path_join(&fe, "state"), b"1")
+        .unwrap();
     w.wait_be_state(domid, 0, XenbusState::InitWait);
     let mut f = TestFront::connect(&w, env, 0, FrontOpts::default());
     let info = w.wait_vif(f.id(), "second connect", |i| i.connects == 2);
     assert_eq!(info.state, XenbusState::Connected);
     f.send(0, &eth_frame(MAC_B, MAC_A, 100, 1), 4096, 0, None);
     assert_eq!(f.tx_responses(0, 1)[0].status, 0);
-    w.wait_vif(f.id(), "traffic after reconnect", |i| i.counters.tx_packets == 1);
+    w.wait_vif(f.id(), "traffic after reconnect", |i| {
+        i.counters.tx_packets == 1
+    });
 }
 
 #[test]
@@ -122,17 +153,31 @@ fn close_from_backend_then_reconnect() {
     w.wait_be_state(domid, 0, XenbusState::Closed);
     let TestFront { env, .. } = f;
     let f = TestFront::connect(&w, env, 0, FrontOpts::default());
-    w.wait_vif(f.id(), "reconnected", |i| i.connects == 2 && i.state == XenbusState::Connected);
+    w.wait_vif(f.id(), "reconnected", |i| {
+        i.connects == 2 && i.state == XenbusState::Connected
+    });
 }
 
 #[test]
 fn shutdown_closes_every_vif() {
     let World { hv, netback, dom0 } = World::new(Sink::new());
-    let w2 = World { hv: hv.clone(), netback, dom0 };
+    let w2 = World {
+        hv: hv.clone(),
+        netback,
+        dom0,
+    };
     let (d1, e1) = w2.add_guest(0, MAC_A);
     let (d2, e2) = w2.add_guest(0, MAC_B);
     let f1 = TestFront::connect(&w2, e1, 0, FrontOpts::default());
-    let f2 = TestFront::connect(&w2, e2, 0, FrontOpts { split: true, ..Default::default() });
+    let f2 = TestFront::connect(
+        &w2,
+        e2,
+        0,
+        FrontOpts {
+            split: true,
+            ..Default::default()
+        },
+    );
     // Frontends answer Closing with Closed, like netfront.
     let acks: Vec<_> = [f1, f2]
         .into_iter()
@@ -157,7 +202,8 @@ fn shutdown_closes_every_vif() {
         assert!(a.join().unwrap(), "frontend never saw Closing");
     }
     for d in [d1, d2] {
-        let s = hv::xenbus::xenbus_read_state(&dom0, &hv::toolstack::backend_path(0, d, 0)).unwrap();
+        let s =
+            hv::xenbus::xenbus_read_state(&dom0, &hv::toolstack::backend_path(0, d, 0)).unwrap();
         assert_eq!(s, XenbusState::Closed);
     }
 }

@@ -25,7 +25,11 @@ impl Bench {
         let w = World::new(Sink::new());
         let (_, env) = w.add_guest(0, MAC_A);
         let healthy = TestFront::connect(&w, env, 0, FrontOpts::default());
-        Bench { healthy, w, sent: 0 }
+        Bench {
+            healthy,
+            w,
+            sent: 0,
+        }
     }
 
     fn hostile(&self) -> TestFront {
@@ -40,12 +44,18 @@ impl Bench {
         assert_eq!(self.healthy.tx_responses(0, 1)[0].status, NETIF_RSP_OKAY);
         self.sent += 1;
         let want = self.sent;
-        self.w.wait_vif(self.healthy.id(), "healthy traffic", |i| i.counters.tx_packets == want);
+        self.w.wait_vif(self.healthy.id(), "healthy traffic", |i| {
+            i.counters.tx_packets == want
+        });
     }
 
     /// Expect `f`'s vif disabled for `check`, Closing, then tear the guest down.
     fn expect_fatal(&mut self, f: TestFront, what: &str, check: impl Fn(&FatalError) -> bool) {
-        let info = self.w.wait_vif(f.id(), what, |i| matches!(&i.disabled, Some(DisableReason::Fatal(e)) if check(e)));
+        let info = self.w.wait_vif(
+            f.id(),
+            what,
+            |i| matches!(&i.disabled, Some(DisableReason::Fatal(e)) if check(e)),
+        );
         self.w.wait_be_state(f.domid, 0, XenbusState::Closing);
         assert!(info.counters.tx_errors + info.counters.rx_errors >= 1);
         self.healthy_ok();
@@ -54,7 +64,13 @@ impl Bench {
 }
 
 fn req(gref: u32, offset: u16, flags: u16, id: u16, size: u16) -> NetifTxRequest {
-    NetifTxRequest { gref, offset, flags, id, size }
+    NetifTxRequest {
+        gref,
+        offset,
+        flags,
+        id,
+        size,
+    }
 }
 
 #[test]
@@ -65,27 +81,56 @@ fn fatal_rules_disable_only_the_offending_vif() {
     // Producer overrun on TX and on RX.
     let f = b.hostile();
     f.poke_tx_req_prod(0, 300);
-    b.expect_fatal(f, "TX overrun", |e| matches!(e, FatalError::TxRing(RingError::RequestProdOverflow { .. })));
+    b.expect_fatal(f, "TX overrun", |e| {
+        matches!(e, FatalError::TxRing(RingError::RequestProdOverflow { .. }))
+    });
     let f = b.hostile();
     f.poke_rx_req_prod(0, 64 + 1000);
-    b.expect_fatal(f, "RX overrun", |e| matches!(e, FatalError::RxRing(RingError::RequestProdOverflow { .. })));
+    b.expect_fatal(f, "RX overrun", |e| {
+        matches!(e, FatalError::RxRing(RingError::RequestProdOverflow { .. }))
+    });
 
     // Too many slots: 22 data slots.
     let mut f = b.hostile();
     let g = f.queues[0].tx_bufs[0].gref;
-    let reqs: Vec<_> = (0..22).map(|i| req(g, 0, if i < 21 { NETTXF_MORE_DATA } else { 0 }, i, if i == 0 { 2200 } else { 100 })).collect();
+    let reqs: Vec<_> = (0..22)
+        .map(|i| {
+            req(
+                g,
+                0,
+                if i < 21 { NETTXF_MORE_DATA } else { 0 },
+                i,
+                if i == 0 { 2200 } else { 100 },
+            )
+        })
+        .collect();
     f.send_raw(0, &reqs);
-    b.expect_fatal(f, "too many slots", |e| matches!(e, FatalError::TooManySlots { .. }));
+    b.expect_fatal(f, "too many slots", |e| {
+        matches!(e, FatalError::TooManySlots { .. })
+    });
 
     // Offset + size past the page, in the first and in a following slot.
     let mut f = b.hostile();
     let g = f.queues[0].tx_bufs[0].gref;
     f.send_raw(0, &[req(g, 4000, 0, 0, 200)]);
-    b.expect_fatal(f, "cross page", |e| *e == FatalError::CrossPage { offset: 4000, size: 200 });
+    b.expect_fatal(f, "cross page", |e| {
+        *e == FatalError::CrossPage {
+            offset: 4000,
+            size: 200,
+        }
+    });
     let mut f = b.hostile();
     let g = f.queues[0].tx_bufs[0].gref;
-    f.send_raw(0, &[req(g, 0, NETTXF_MORE_DATA, 0, 300), req(g, 4095, 0, 1, 2)]);
-    b.expect_fatal(f, "cross page 2", |e| *e == FatalError::CrossPage { offset: 4095, size: 2 });
+    f.send_raw(
+        0,
+        &[req(g, 0, NETTXF_MORE_DATA, 0, 300), req(g, 4095, 0, 1, 2)],
+    );
+    b.expect_fatal(f, "cross page 2", |e| {
+        *e == FatalError::CrossPage {
+            offset: 4095,
+            size: 2,
+        }
+    });
 
     // Extra-info rules.
     let mut f = b.hostile();
@@ -95,14 +140,38 @@ fn fatal_rules_disable_only_the_offending_vif() {
     for ty in [0u8, XEN_NETIF_EXTRA_TYPE_MAX, 0xff] {
         let mut f = b.hostile();
         let g = f.queues[0].tx_bufs[0].gref;
-        let extra = NetifExtraInfo { ty, flags: 0, u: [0; 6] }.to_tx_slot();
+        let extra = NetifExtraInfo {
+            ty,
+            flags: 0,
+            u: [0; 6],
+        }
+        .to_tx_slot();
         f.send_raw(0, &[req(g, 0, NETTXF_EXTRA_INFO, 0, 60), extra]);
-        b.expect_fatal(f, "bad extra type", |e| *e == FatalError::InvalidExtraType(ty));
+        b.expect_fatal(f, "bad extra type", |e| {
+            *e == FatalError::InvalidExtraType(ty)
+        });
     }
-    let gso = |size, ty| NetifExtraInfo::new_gso(NetifExtraGso { size, ty, pad: 0, features: 0 }, 0).to_tx_slot();
+    let gso = |size, ty| {
+        NetifExtraInfo::new_gso(
+            NetifExtraGso {
+                size,
+                ty,
+                pad: 0,
+                features: 0,
+            },
+            0,
+        )
+        .to_tx_slot()
+    };
     let mut f = b.hostile();
     let g = f.queues[0].tx_bufs[0].gref;
-    f.send_raw(0, &[req(g, 0, NETTXF_EXTRA_INFO, 0, 60), gso(0, XEN_NETIF_GSO_TYPE_TCPV4)]);
+    f.send_raw(
+        0,
+        &[
+            req(g, 0, NETTXF_EXTRA_INFO, 0, 60),
+            gso(0, XEN_NETIF_GSO_TYPE_TCPV4),
+        ],
+    );
     b.expect_fatal(f, "gso size 0", |e| *e == FatalError::GsoSizeZero);
     let mut f = b.hostile();
     let g = f.queues[0].tx_bufs[0].gref;
@@ -113,23 +182,35 @@ fn fatal_rules_disable_only_the_offending_vif() {
     let mut f = b.hostile();
     let g = f.queues[0].tx_bufs[0].gref;
     f.send_raw(0, &[req(g, 0, NETTXF_MORE_DATA, 0, 600)]);
-    b.expect_fatal(f, "incomplete", |e| matches!(e, FatalError::IncompletePacket { .. }));
+    b.expect_fatal(f, "incomplete", |e| {
+        matches!(e, FatalError::IncompletePacket { .. })
+    });
 
     // Grants: never granted, revoked, granted to someone else.
     let mut f = b.hostile();
     f.send_raw(0, &[req(9999, 0, 0, 0, 60)]);
-    b.expect_fatal(f, "bad gref", |e| matches!(e, FatalError::GrantCopy { gref: 9999, .. }));
+    b.expect_fatal(f, "bad gref", |e| {
+        matches!(e, FatalError::GrantCopy { gref: 9999, .. })
+    });
     let mut f = b.hostile();
     let pages = f.env.grant_pages(0, 1, true).unwrap();
     let revoked = pages[0].gref;
     f.env.end_grants(pages).map_err(|(e, _)| e).unwrap();
     f.send_raw(0, &[req(revoked, 0, 0, 0, 60)]);
-    b.expect_fatal(f, "revoked gref", |e| matches!(e, FatalError::GrantCopy { gref, .. } if *gref == revoked));
+    b.expect_fatal(
+        f,
+        "revoked gref",
+        |e| matches!(e, FatalError::GrantCopy { gref, .. } if *gref == revoked),
+    );
     let mut f = b.hostile();
     let other = f.env.grant_pages(b.healthy.domid, 1, true).unwrap();
     let foreign = other[0].gref;
     f.send_raw(0, &[req(foreign, 0, 0, 0, 60)]);
-    b.expect_fatal(f, "gref granted to another domain", |e| matches!(e, FatalError::GrantCopy { gref, .. } if *gref == foreign));
+    b.expect_fatal(
+        f,
+        "gref granted to another domain",
+        |e| matches!(e, FatalError::GrantCopy { gref, .. } if *gref == foreign),
+    );
     std::mem::forget(other);
 }
 
@@ -145,20 +226,48 @@ fn non_fatal_rules_answer_error_and_drop() {
     assert_eq!((r[0].id, r[0].status), (7, NETIF_RSP_ERROR));
 
     // A following slot larger than what is left of the packet: every slot errors.
-    f.send_raw(0, &[req(g, 0, NETTXF_MORE_DATA, 1, 200), req(g, 0, 0, 2, 300)]);
+    f.send_raw(
+        0,
+        &[req(g, 0, NETTXF_MORE_DATA, 1, 200), req(g, 0, 0, 2, 300)],
+    );
     let r = f.tx_responses(0, 2);
-    assert_eq!(r.iter().map(|x| (x.id, x.status)).collect::<Vec<_>>(), vec![(1, NETIF_RSP_ERROR), (2, NETIF_RSP_ERROR)]);
+    assert_eq!(
+        r.iter().map(|x| (x.id, x.status)).collect::<Vec<_>>(),
+        vec![(1, NETIF_RSP_ERROR), (2, NETIF_RSP_ERROR)]
+    );
 
     // 20 data slots: over the limit Linux accepts, below the fatal threshold.
-    let reqs: Vec<_> = (0..20).map(|i| req(g, 0, if i < 19 { NETTXF_MORE_DATA } else { 0 }, 10 + i, if i == 0 { 2000 } else { 100 })).collect();
+    let reqs: Vec<_> = (0..20)
+        .map(|i| {
+            req(
+                g,
+                0,
+                if i < 19 { NETTXF_MORE_DATA } else { 0 },
+                10 + i,
+                if i == 0 { 2000 } else { 100 },
+            )
+        })
+        .collect();
     f.send_raw(0, &reqs);
     let r = f.tx_responses(0, 20);
     assert!(r.iter().all(|x| x.status == NETIF_RSP_ERROR), "{r:?}");
     // A GSO packet that is dropped still answers its extra with NETIF_RSP_NULL.
-    let gso = NetifExtraInfo::new_gso(NetifExtraGso { size: 1448, ty: 1, pad: 0, features: 0 }, 0).to_tx_slot();
+    let gso = NetifExtraInfo::new_gso(
+        NetifExtraGso {
+            size: 1448,
+            ty: 1,
+            pad: 0,
+            features: 0,
+        },
+        0,
+    )
+    .to_tx_slot();
     f.send_raw(0, &[req(g, 0, NETTXF_EXTRA_INFO, 40, 10), gso]);
     let r = f.tx_responses(0, 2);
-    assert_eq!((r[0].id, r[0].status, r[1].status), (40, NETIF_RSP_ERROR, NETIF_RSP_NULL));
+    assert_eq!(
+        (r[0].id, r[0].status, r[1].status),
+        (40, NETIF_RSP_ERROR, NETIF_RSP_NULL)
+    );
 
     let info = b.w.wait_vif(f.id(), "drops", |i| i.counters.tx_drops == 4);
     assert_eq!(info.state, XenbusState::Connected);

@@ -134,7 +134,10 @@ impl TestWorld {
         }
     }
     pub fn dom(&self, id: DomId) -> &TestDomain {
-        self.domains.iter().find(|d| d.domid == id).expect("test domain")
+        self.domains
+            .iter()
+            .find(|d| d.domid == id)
+            .expect("test domain")
     }
 }
 
@@ -147,7 +150,14 @@ impl GrantWorld for TestWorld {
 
 /// A copy op from grant `gref` of `granter` (at `soff`) into local frame `gfn` (at
 /// `doff`) of the caller.
-pub fn copy_from_grant(granter: DomId, gref: GrantRef, soff: u16, gfn: u64, doff: u16, len: u16) -> GnttabCopy {
+pub fn copy_from_grant(
+    granter: DomId,
+    gref: GrantRef,
+    soff: u16,
+    gfn: u64,
+    doff: u16,
+    len: u16,
+) -> GnttabCopy {
     GnttabCopy {
         source: GnttabCopyPtr::from_gref(gref, granter, soff),
         dest: GnttabCopyPtr::from_gmfn(gfn, DOMID_SELF, doff),
@@ -158,7 +168,14 @@ pub fn copy_from_grant(granter: DomId, gref: GrantRef, soff: u16, gfn: u64, doff
 }
 
 /// A copy op from local frame `gfn` of the caller into grant `gref` of `granter`.
-pub fn copy_to_grant(gfn: u64, soff: u16, granter: DomId, gref: GrantRef, doff: u16, len: u16) -> GnttabCopy {
+pub fn copy_to_grant(
+    gfn: u64,
+    soff: u16,
+    granter: DomId,
+    gref: GrantRef,
+    doff: u16,
+    len: u16,
+) -> GnttabCopy {
     GnttabCopy {
         source: GnttabCopyPtr::from_gmfn(gfn, DOMID_SELF, soff),
         dest: GnttabCopyPtr::from_gref(gref, granter, doff),
@@ -173,8 +190,20 @@ pub fn assert_quiescent(w: &TestWorld) {
     for d in &w.domains {
         for r in 0..NR_ENTRIES {
             let a = d.active.active_entry(r).expect("in range");
-            assert_eq!((a.readers, a.writers), (0, 0), "d{} ref {} still pinned", d.domid, r);
-            assert_eq!(d.flags(r) & (GTF_READING | GTF_WRITING), 0, "d{} ref {} in-use bits left", d.domid, r);
+            assert_eq!(
+                (a.readers, a.writers),
+                (0, 0),
+                "d{} ref {} still pinned",
+                d.domid,
+                r
+            );
+            assert_eq!(
+                d.flags(r) & (GTF_READING | GTF_WRITING),
+                0,
+                "d{} ref {} in-use bits left",
+                d.domid,
+                r
+            );
         }
     }
 }

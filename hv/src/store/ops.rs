@@ -142,7 +142,7 @@ fn create(view: &mut View<'_>, p: &str, value: &[u8], quotas: &Quotas) -> Result
     }
     let new_owner = owner(&perms);
     let added = missing.len() as i64;
-    if false {
+    if !is_privileged(domid) && view.owned_by(new_owner) + added > quotas.max_nodes as i64 {
         return Err(StoreError::TooBig);
     }
 

@@ -91,9 +91,6 @@ impl Tree {
     ) -> Result<Vec<Fire>, StoreError> {
         let parts = txn.into_parts();
         if check_conflicts {
-            if parts.conflicted {
-                return Err(StoreError::Again);
-            }
             for (path, existed) in &parts.accessed {
                 let unchanged = match (self.nodes.get(path), existed) {
                     (Some(node), true) => node.generation <= parts.start_gen,

@@ -20,8 +20,6 @@ pub struct Txn {
     overlay: HashMap<String, Option<Node>>,
     /// Committed nodes read, with whether each existed when first read.
     accessed: HashMap<String, bool>,
-    /// A read already saw a node committed after `start_gen`: commit must fail.
-    conflicted: bool,
     /// Watch events to deliver once (and if) the transaction commits.
     events: Vec<Fire>,
     /// Change of each owner's node count.
@@ -34,7 +32,6 @@ pub struct TxnParts {
     pub start_gen: u64,
     pub overlay: HashMap<String, Option<Node>>,
     pub accessed: HashMap<String, bool>,
-    pub conflicted: bool,
     pub events: Vec<Fire>,
     pub owned_delta: HashMap<DomId, i64>,
 }
@@ -47,7 +44,6 @@ impl Txn {
             start_gen: tree.generation(),
             overlay: HashMap::new(),
             accessed: HashMap::new(),
-            conflicted: false,
             events: Vec::new(),
             owned_delta: HashMap::new(),
         }
@@ -60,7 +56,6 @@ impl Txn {
             start_gen: self.start_gen,
             overlay: self.overlay,
             accessed: self.accessed,
-            conflicted: self.conflicted,
             events: self.events,
             owned_delta: self.owned_delta,
         }
@@ -83,18 +78,14 @@ impl<'a> View<'a> {
         self.txn.domid
     }
 
-    /// The node at `path` as this transaction sees it. A read of a committed node is
-    /// recorded for the conflict check; one committed after the transaction started
-    /// dooms it at once, so a transaction that commits saw one consistent snapshot.
+    /// The node at `path` as this transaction sees it. The first read of a committed
+    /// node is recorded for the conflict check. A node committed after the transaction
+    /// started fails that check even if read before the change, so a transaction that
+    /// commits saw one consistent snapshot.
     pub fn get(&mut self, path: &str) -> Option<&Node> {
         if !self.txn.overlay.contains_key(path) && !self.txn.accessed.contains_key(path) {
-            let committed = self.tree.get(path);
-            if committed.is_some_and(|n| n.generation > self.txn.start_gen) {
-                self.txn.conflicted = true;
-            }
-            self.txn
-                .accessed
-                .insert(path.to_owned(), committed.is_some());
+            let existed = self.tree.get(path).is_some();
+            self.txn.accessed.insert(path.to_owned(), existed);
         }
         match self.txn.overlay.get(path) {
             Some(node) => node.as_ref(),

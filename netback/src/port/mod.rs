@@ -50,8 +50,18 @@ pub struct VifLink {
 }
 
 impl VifLink {
-    pub(crate) fn new(id: VifId, mac: [u8; 6], queues: Vec<Arc<Inbound>>, counters: Arc<VifCounters>) -> Self {
-        Self { id, mac, queues, counters }
+    pub(crate) fn new(
+        id: VifId,
+        mac: [u8; 6],
+        queues: Vec<Arc<Inbound>>,
+        counters: Arc<VifCounters>,
+    ) -> Self {
+        Self {
+            id,
+            mac,
+            queues,
+            counters,
+        }
     }
 
     /// Which vif.
@@ -101,11 +111,18 @@ impl VifLink {
     }
 
     /// Queue copies of many frames (one lock per batch on a single-queue vif).
-    pub fn send_batch<'a>(&self, frames: impl IntoIterator<Item = Frame<'a>>, mut fixup: impl FnMut(&mut [u8])) -> usize {
+    pub fn send_batch<'a>(
+        &self,
+        frames: impl IntoIterator<Item = Frame<'a>>,
+        mut fixup: impl FnMut(&mut [u8]),
+    ) -> usize {
         if self.queues.len() == 1 {
             return self.queues[0].push_batch(frames, fixup);
         }
-        frames.into_iter().filter(|f| self.send_with(*f, &mut fixup)).count()
+        frames
+            .into_iter()
+            .filter(|f| self.send_with(*f, &mut fixup))
+            .count()
     }
 
     /// Queue a shared frame without copying it.
@@ -119,7 +136,10 @@ impl VifLink {
 
 impl fmt::Debug for VifLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VifLink").field("id", &self.id).field("queues", &self.queues.len()).finish()
+        f.debug_struct("VifLink")
+            .field("id", &self.id)
+            .field("queues", &self.queues.len())
+            .finish()
     }
 }
 

@@ -43,7 +43,8 @@ impl Port for Reflector {
     fn transmit(&self, from: &Arc<VifLink>, _queue: u16, frames: &FrameBatch<'_>) {
         let sent = from.send_batch(frames.iter(), swap_macs) as u64;
         self.reflected.fetch_add(sent, Ordering::Relaxed);
-        self.dropped.fetch_add(frames.len() as u64 - sent, Ordering::Relaxed);
+        self.dropped
+            .fetch_add(frames.len() as u64 - sent, Ordering::Relaxed);
     }
 }
 

@@ -32,7 +32,8 @@ impl Sink {
 
 impl Port for Sink {
     fn transmit(&self, _from: &Arc<VifLink>, _queue: u16, frames: &FrameBatch<'_>) {
-        self.packets.fetch_add(frames.len() as u64, Ordering::Relaxed);
+        self.packets
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
         self.bytes.fetch_add(frames.bytes(), Ordering::Relaxed);
     }
 }

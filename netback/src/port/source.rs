@@ -22,7 +22,10 @@ impl Source {
     /// frames were generated in total.
     pub fn new(templates: Vec<(Vec<u8>, OffloadMeta)>, limit: Option<u64>) -> Arc<Self> {
         Arc::new(Self {
-            templates: templates.into_iter().map(|(d, m)| (Arc::from(d), m)).collect(),
+            templates: templates
+                .into_iter()
+                .map(|(d, m)| (Arc::from(d), m))
+                .collect(),
             limit,
             generated: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -42,7 +45,8 @@ impl Source {
 
 impl Port for Source {
     fn transmit(&self, _from: &Arc<VifLink>, _queue: u16, frames: &FrameBatch<'_>) {
-        self.received.fetch_add(frames.len() as u64, Ordering::Relaxed);
+        self.received
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
     }
 
     fn generates(&self) -> bool {
@@ -63,7 +67,12 @@ impl Port for Source {
                 if take == 0 {
                     return;
                 }
-                match self.generated.compare_exchange_weak(cur, cur + take, Ordering::Relaxed, Ordering::Relaxed) {
+                match self.generated.compare_exchange_weak(
+                    cur,
+                    cur + take,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
                         want = take;
                         start = cur as usize;

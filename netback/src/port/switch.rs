@@ -126,7 +126,13 @@ impl Port for Switch {
             };
             if !is_multicast(src) {
                 if let Ok(src) = <[u8; 6]>::try_from(src) {
-                    st.fdb.insert(src, FdbEntry { vif: from.id(), seen: now });
+                    st.fdb.insert(
+                        src,
+                        FdbEntry {
+                            vif: from.id(),
+                            seen: now,
+                        },
+                    );
                 }
             }
             let known = if is_multicast(dst) {

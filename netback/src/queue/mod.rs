@@ -121,14 +121,35 @@ pub(crate) fn spawn_queue<E: BackendEnv + 'static>(
     let tx_ring = unsafe { TxBackRing::init(res.tx_map.ptr()) };
     // SAFETY: as above, for the RX ring page.
     let rx_ring = unsafe { RxBackRing::init(res.rx_map.ptr()) };
-    let rx = rx::RxWorker::<E>::new(env.clone(), conn.clone(), qid, q.clone(), res.rx_map, rx_ring, res.rx_chan, res.split);
-    let tx = tx::TxWorker::<E>::new(env.clone(), conn.clone(), qid, q.clone(), res.tx_map, tx_ring, res.tx_chan, res.split);
+    let rx = rx::RxWorker::<E>::new(
+        env.clone(),
+        conn.clone(),
+        qid,
+        q.clone(),
+        res.rx_map,
+        rx_ring,
+        res.rx_chan,
+        res.split,
+    );
+    let tx = tx::TxWorker::<E>::new(
+        env.clone(),
+        conn.clone(),
+        qid,
+        q.clone(),
+        res.tx_map,
+        tx_ring,
+        res.tx_chan,
+        res.split,
+    );
     let rx_handle = std::thread::Builder::new()
         .name(format!("{}-q{qid}-rx", conn.id))
         .spawn(move || rx.run())?;
     q.rx_thread.set(rx_handle.thread().clone()).ok();
     q.inbound.set_waker(rx_handle.thread().clone());
-    let tx_handle = match std::thread::Builder::new().name(format!("{}-q{qid}-tx", conn.id)).spawn(move || tx.run()) {
+    let tx_handle = match std::thread::Builder::new()
+        .name(format!("{}-q{qid}-tx", conn.id))
+        .spawn(move || tx.run())
+    {
         Ok(h) => h,
         Err(e) => {
             conn.stop_all();

@@ -14,7 +14,7 @@ use hv::abi::netif::{
 use hv::abi::ring::{RingError, RING_PAGE_SIZE};
 use hv::env::{BackendEnv, CopyDir, CopySeg, EventChannel};
 
-use super::{CopyBatch, park_for_frames, ConnShared, QueueShared, IDLE_WAIT};
+use super::{park_for_frames, ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
 use crate::counters::BatchCount;
 use crate::error::FatalError;
 use crate::frame::{GsoType, OwnedFrame};
@@ -84,14 +84,19 @@ impl<E: BackendEnv> RxWorker<E> {
             }
             match self.rx_pass() {
                 Err(e) => {
-                    self.conn.counters.add_rx(&BatchCount { errors: 1, ..Default::default() });
+                    self.conn.counters.add_rx(&BatchCount {
+                        errors: 1,
+                        ..Default::default()
+                    });
                     self.conn.fatal(e);
                     break;
                 }
                 Ok(true) => continue,
                 Ok(false) => {}
             }
-            let have_frames = !self.pending.is_empty() || !self.q.inbound.is_empty() || self.conn.port.generates();
+            let have_frames = !self.pending.is_empty()
+                || !self.q.inbound.is_empty()
+                || self.conn.port.generates();
             if !have_frames {
                 park_for_frames(&self.conn, &self.q);
                 continue;
@@ -119,11 +124,16 @@ impl<E: BackendEnv> RxWorker<E> {
     /// Posted buffers not yet consumed, after checking the producer index.
     fn available(&self) -> Result<u32, FatalError> {
         let prod = self.ring.req_prod();
-        self.ring.check_request_prod(prod).map_err(FatalError::RxRing)?;
+        self.ring
+            .check_request_prod(prod)
+            .map_err(FatalError::RxRing)?;
         let pvt = self.ring.rsp_prod_pvt();
         let cons = self.ring.req_cons();
         if prod.wrapping_sub(pvt) < cons.wrapping_sub(pvt) {
-            return Err(FatalError::RxRing(RingError::RequestProdRegressed { prod, cons }));
+            return Err(FatalError::RxRing(RingError::RequestProdRegressed {
+                prod,
+                cons,
+            }));
         }
         Ok(prod.wrapping_sub(cons))
     }
@@ -180,7 +190,9 @@ impl<E: BackendEnv> RxWorker<E> {
             if needed > left {
                 break;
             }
-            let Some(frame) = self.pending.pop_front() else { break };
+            let Some(frame) = self.pending.pop_front() else {
+                break;
+            };
             let data = frame.data();
             let mut base_flags = 0u16;
             if frame.meta.csum_blank {
@@ -215,7 +227,12 @@ impl<E: BackendEnv> RxWorker<E> {
                     status: 0,
                 });
                 self.rsps.push(PendingRsp {
-                    rsp: NetifRxResponse { id: req.id, offset: 0, flags, status: chunk as i16 },
+                    rsp: NetifRxResponse {
+                        id: req.id,
+                        offset: 0,
+                        flags,
+                        status: chunk as i16,
+                    },
                     seg: Some(self.segs.0.len() - 1),
                 });
                 if first {
@@ -224,10 +241,18 @@ impl<E: BackendEnv> RxWorker<E> {
                         let _ = self.ring.copy_request(cons);
                         cons = cons.wrapping_add(1);
                         let extra = NetifExtraInfo::new_gso(
-                            NetifExtraGso { size: g.size, ty: g.ty.to_xen(), pad: 0, features: 0 },
+                            NetifExtraGso {
+                                size: g.size,
+                                ty: g.ty.to_xen(),
+                                pad: 0,
+                                features: 0,
+                            },
                             0,
                         );
-                        self.rsps.push(PendingRsp { rsp: extra.to_rx_slot(), seg: None });
+                        self.rsps.push(PendingRsp {
+                            rsp: extra.to_rx_slot(),
+                            seg: None,
+                        });
                     }
                 }
                 off += chunk;

@@ -5,11 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hv::abi::netif::{NetifTxRequest, NetifTxResponse, TxBackRing, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY};
+use hv::abi::netif::{
+    NetifTxRequest, NetifTxResponse, TxBackRing, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
+};
 use hv::abi::ring::RingError;
 use hv::env::{BackendEnv, CopyDir, CopySeg, EventChannel};
 
-use super::{CopyBatch, ConnShared, QueueShared, IDLE_WAIT};
+use super::{ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
 use crate::counters::BatchCount;
 use crate::error::FatalError;
 use crate::frame::{FrameBatch, FrameDesc, MAX_FRAME_LEN};
@@ -87,7 +89,10 @@ impl<E: BackendEnv> TxWorker<E> {
             }
             match self.tx_pass() {
                 Err(e) => {
-                    self.conn.counters.add_tx(&BatchCount { errors: 1, ..Default::default() });
+                    self.conn.counters.add_tx(&BatchCount {
+                        errors: 1,
+                        ..Default::default()
+                    });
                     self.conn.fatal(e);
                     break;
                 }
@@ -121,11 +126,16 @@ impl<E: BackendEnv> TxWorker<E> {
     /// (`RING_REQUEST_PROD_OVERFLOW`, "Impossible number of requests").
     fn available(&self) -> Result<u32, FatalError> {
         let prod = self.ring.req_prod();
-        self.ring.check_request_prod(prod).map_err(FatalError::TxRing)?;
+        self.ring
+            .check_request_prod(prod)
+            .map_err(FatalError::TxRing)?;
         let pvt = self.ring.rsp_prod_pvt();
         let cons = self.ring.req_cons();
         if prod.wrapping_sub(pvt) < cons.wrapping_sub(pvt) {
-            return Err(FatalError::TxRing(RingError::RequestProdRegressed { prod, cons }));
+            return Err(FatalError::TxRing(RingError::RequestProdRegressed {
+                prod,
+                cons,
+            }));
         }
         Ok(prod.wrapping_sub(cons))
     }
@@ -167,13 +177,20 @@ impl<E: BackendEnv> TxWorker<E> {
             )?;
             used += parsed.nslots;
             let status = match parsed.verdict {
-                TxVerdict::Packet { len, first_size, meta } => {
+                TxVerdict::Packet {
+                    len,
+                    first_size,
+                    meta,
+                } => {
                     let data_start = start + 1 + parsed.extra_count as usize;
                     let data_end = start + parsed.nslots as usize;
                     let first = self.slots[start];
                     let mut off = arena_off;
-                    let frags = std::iter::once((first.gref, first.offset, first_size))
-                        .chain(self.slots[data_start..data_end].iter().map(|s| (s.gref, s.offset, s.size)));
+                    let frags = std::iter::once((first.gref, first.offset, first_size)).chain(
+                        self.slots[data_start..data_end]
+                            .iter()
+                            .map(|s| (s.gref, s.offset, s.size)),
+                    );
                     for (gref, offset, size) in frags {
                         if size == 0 {
                             continue;
@@ -191,7 +208,11 @@ impl<E: BackendEnv> TxWorker<E> {
                     }
                     // validate guarantees the fragments add up to `len`.
                     let len = usize::from(len).min(off - arena_off);
-                    self.descs.push(FrameDesc { off: arena_off, len, meta });
+                    self.descs.push(FrameDesc {
+                        off: arena_off,
+                        len,
+                        meta,
+                    });
                     arena_off += len;
                     count.packets += 1;
                     count.bytes += len as u64;
@@ -204,18 +225,29 @@ impl<E: BackendEnv> TxWorker<E> {
                     NETIF_RSP_ERROR
                 }
             };
-            self.recs.push(PktRec { start, nslots: parsed.nslots, extra_count: parsed.extra_count, status });
+            self.recs.push(PktRec {
+                start,
+                nslots: parsed.nslots,
+                extra_count: parsed.extra_count,
+                status,
+            });
         }
         self.ring.set_req_cons(cons0.wrapping_add(used));
 
         if !self.segs.0.is_empty() {
             self.env.grant_copy(&mut self.segs.0);
             if let Some(bad) = self.segs.0.iter().find(|s| s.status != 0) {
-                return Err(FatalError::GrantCopy { gref: bad.gref, status: bad.status });
+                return Err(FatalError::GrantCopy {
+                    gref: bad.gref,
+                    status: bad.status,
+                });
             }
         }
         if !self.descs.is_empty() {
-            let batch = FrameBatch { buf: &self.arena[..arena_off], descs: &self.descs };
+            let batch = FrameBatch {
+                buf: &self.arena[..arena_off],
+                descs: &self.descs,
+            };
             self.conn.port.transmit(&self.conn.link, self.qid, &batch);
         }
 
@@ -223,8 +255,19 @@ impl<E: BackendEnv> TxWorker<E> {
         for rec in &self.recs {
             for k in 0..rec.nslots as usize {
                 let slot = self.slots[rec.start + k];
-                let status = if k >= 1 && k <= rec.extra_count as usize { NETIF_RSP_NULL } else { rec.status };
-                if self.ring.produce_response(NetifTxResponse { id: slot.id, status }).is_err() {
+                let status = if k >= 1 && k <= rec.extra_count as usize {
+                    NETIF_RSP_NULL
+                } else {
+                    rec.status
+                };
+                if self
+                    .ring
+                    .produce_response(NetifTxResponse {
+                        id: slot.id,
+                        status,
+                    })
+                    .is_err()
+                {
                     // Cannot happen: every slot answered was consumed above.
                     break;
                 }

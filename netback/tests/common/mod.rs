@@ -33,7 +33,10 @@ impl World {
         Self::with_config(|c| c, port)
     }
 
-    pub fn with_config(f: impl FnOnce(NetbackConfig) -> NetbackConfig, port: Arc<dyn Port>) -> World {
+    pub fn with_config(
+        f: impl FnOnce(NetbackConfig) -> NetbackConfig,
+        port: Arc<dyn Port>,
+    ) -> World {
         let _ = env_logger_init();
         let hv = Hypervisor::new().expect("hypervisor");
         let mut cfg = NetbackConfig::new(port);
@@ -49,9 +52,23 @@ impl World {
     pub fn add_guest(&self, devid: u32, mac: [u8; 6]) -> (DomId, EmbeddedGuestEnv) {
         let domid = self
             .hv
-            .create_domain(&DomainConfig { name: "guest".into(), memory_frames: 2048, ..DomainConfig::default() })
+            .create_domain(&DomainConfig {
+                name: "guest".into(),
+                memory_frames: 2048,
+                ..DomainConfig::default()
+            })
             .expect("create domain");
-        add_vif(&self.dom0, &VifConfig { frontend: domid, backend: 0, devid, mac, rate: None }).expect("add_vif");
+        add_vif(
+            &self.dom0,
+            &VifConfig {
+                frontend: domid,
+                backend: 0,
+                devid,
+                mac,
+                rate: None,
+            },
+        )
+        .expect("add_vif");
         (domid, self.hv.guest_env(domid).expect("guest env"))
     }
 
@@ -62,7 +79,11 @@ impl World {
     pub fn wait_be_state(&self, domid: DomId, devid: u32, want: XenbusState) {
         let deadline = Instant::now() + WAIT;
         while self.be_state(domid, devid) != want {
-            assert!(Instant::now() < deadline, "backend never reached {want:?}: {:?}", self.be_state(domid, devid));
+            assert!(
+                Instant::now() < deadline,
+                "backend never reached {want:?}: {:?}",
+                self.be_state(domid, devid)
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -94,7 +115,14 @@ pub struct FrontOpts {
 
 impl Default for FrontOpts {
     fn default() -> Self {
-        Self { queues: 1, split: false, sg: true, gso: true, initialised: false, rx_buffers: 64 }
+        Self {
+            queues: 1,
+            split: false,
+            sg: true,
+            gso: true,
+            initialised: false,
+            rx_buffers: 64,
+        }
     }
 }
 
@@ -174,15 +202,37 @@ impl TestFront {
             let rx_chan = opts.split.then(|| env.alloc_unbound(0).expect("evtchn"));
             let tx_bufs = env.grant_pages(0, 32, true).expect("tx bufs");
             let rx_bufs = env.grant_pages(0, opts.rx_buffers, false).expect("rx bufs");
-            queues.push(FrontQueue { tx, rx, tx_page, rx_page, tx_chan, rx_chan, tx_bufs, rx_bufs, posted: Default::default() });
+            queues.push(FrontQueue {
+                tx,
+                rx,
+                tx_page,
+                rx_page,
+                tx_chan,
+                rx_chan,
+                tx_bufs,
+                rx_bufs,
+                posted: Default::default(),
+            });
         }
-        let mut f = TestFront { env, domid, devid, fe, be, queues, opts };
+        let mut f = TestFront {
+            env,
+            domid,
+            devid,
+            fe,
+            be,
+            queues,
+            opts,
+        };
         f.write_keys();
         for q in 0..f.queues.len() {
             let n = f.opts.rx_buffers;
             f.post_rx(q, n);
         }
-        let state = if opts.initialised { XenbusState::Initialised } else { XenbusState::Connected };
+        let state = if opts.initialised {
+            XenbusState::Initialised
+        } else {
+            XenbusState::Connected
+        };
         f.set_state(state);
         f
     }
@@ -194,7 +244,11 @@ impl TestFront {
             let w = |k: &str, v: String| t.write(&path_join(fe, k), v.as_bytes());
             let nq = self.queues.len();
             for (i, q) in self.queues.iter().enumerate() {
-                let dir = if nq == 1 { fe.clone() } else { path_join(fe, &format!("queue-{i}")) };
+                let dir = if nq == 1 {
+                    fe.clone()
+                } else {
+                    path_join(fe, &format!("queue-{i}"))
+                };
                 let wq = |k: &str, v: String| t.write(&path_join(&dir, k), v.as_bytes());
                 wq("tx-ring-ref", q.tx_page.gref.to_string())?;
                 wq("rx-ring-ref", q.rx_page.gref.to_string())?;
@@ -223,12 +277,19 @@ impl TestFront {
     pub fn set_state(&self, s: XenbusState) {
         self.env
             .store()
-            .write(XBT_NIL, &path_join(&self.fe, "state"), (s as u32).to_string().as_bytes())
+            .write(
+                XBT_NIL,
+                &path_join(&self.fe, "state"),
+                (s as u32).to_string().as_bytes(),
+            )
             .expect("write state");
     }
 
     pub fn id(&self) -> VifId {
-        VifId { domid: self.domid, devid: self.devid }
+        VifId {
+            domid: self.domid,
+            devid: self.devid,
+        }
     }
 
     /// Post `n` RX buffers (ids 0..n) on queue `q`.
@@ -240,9 +301,20 @@ impl TestFront {
 
     /// Send one frame on queue `q` using as many slots as `chunk` dictates, with
     /// optional GSO extra and TX flags. Returns the number of slots used.
-    pub fn send(&mut self, q: usize, data: &[u8], chunk: usize, flags: u16, gso: Option<NetifExtraGso>) -> usize {
+    pub fn send(
+        &mut self,
+        q: usize,
+        data: &[u8],
+        chunk: usize,
+        flags: u16,
+        gso: Option<NetifExtraGso>,
+    ) -> usize {
         let fq = &mut self.queues[q];
-        let chunks: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(chunk).collect() };
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![data]
+        } else {
+            data.chunks(chunk).collect()
+        };
         assert!(chunks.len() <= fq.tx_bufs.len());
         let mut reqs = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
@@ -252,11 +324,21 @@ impl TestFront {
             if i + 1 < chunks.len() {
                 f |= NETTXF_MORE_DATA;
             }
-            let size = if i == 0 { data.len() as u16 } else { c.len() as u16 };
+            let size = if i == 0 {
+                data.len() as u16
+            } else {
+                c.len() as u16
+            };
             if i == 0 && gso.is_some() {
                 f |= NETTXF_EXTRA_INFO;
             }
-            reqs.push(NetifTxRequest { gref: page.gref, offset: 0, flags: f, id: i as u16, size });
+            reqs.push(NetifTxRequest {
+                gref: page.gref,
+                offset: 0,
+                flags: f,
+                id: i as u16,
+                size,
+            });
             if i == 0 {
                 if let Some(g) = gso {
                     reqs.push(NetifExtraInfo::new_gso(g, 0).to_tx_slot());
@@ -307,7 +389,11 @@ impl TestFront {
             if out.len() >= n {
                 break;
             }
-            assert!(Instant::now() < deadline, "only {} of {n} TX responses: {out:?}", out.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} TX responses: {out:?}",
+                out.len()
+            );
             if !fq.tx.final_check_for_responses() {
                 fq.tx_chan.wait(Some(Duration::from_millis(5)));
             }
@@ -323,7 +409,12 @@ impl TestFront {
     pub fn try_recv(&mut self, q: usize, timeout: Duration) -> Option<RxFrame> {
         let deadline = Instant::now() + timeout;
         let fq = &mut self.queues[q];
-        let mut frame = RxFrame { data: Vec::new(), flags: 0, gso: None, statuses: Vec::new() };
+        let mut frame = RxFrame {
+            data: Vec::new(),
+            flags: 0,
+            gso: None,
+            statuses: Vec::new(),
+        };
         let mut first = true;
         let mut expect_extra = false;
         let mut used_ids = Vec::new();
@@ -348,11 +439,17 @@ impl TestFront {
                     ch.wait(Some(Duration::from_millis(5)));
                 }
             };
-            let slot_id = fq.posted.pop_front().expect("response without a posted request");
+            let slot_id = fq
+                .posted
+                .pop_front()
+                .expect("response without a posted request");
             used_ids.push(slot_id);
             if expect_extra {
                 let e = NetifExtraInfo::from_rx_slot(rsp);
-                assert_eq!(e.ty, XEN_NETIF_EXTRA_TYPE_GSO, "extra after the first response is GSO");
+                assert_eq!(
+                    e.ty, XEN_NETIF_EXTRA_TYPE_GSO,
+                    "extra after the first response is GSO"
+                );
                 frame.gso = Some(e.gso());
                 expect_extra = false;
                 continue;
@@ -365,7 +462,9 @@ impl TestFront {
             if rsp.status > 0 {
                 let page = &fq.rx_bufs[rsp.id as usize];
                 let off = rsp.offset as usize;
-                frame.data.extend_from_slice(&page_slice(page)[off..off + rsp.status as usize]);
+                frame
+                    .data
+                    .extend_from_slice(&page_slice(page)[off..off + rsp.status as usize]);
             }
             if first && rsp.flags & NETRXF_EXTRA_INFO != 0 {
                 expect_extra = true;
@@ -383,7 +482,11 @@ impl TestFront {
     pub fn refill_rx(&mut self, q: usize, ids: impl IntoIterator<Item = u16>) {
         let fq = &mut self.queues[q];
         for id in ids {
-            let req = NetifRxRequest { id, pad: 0, gref: fq.rx_bufs[id as usize].gref };
+            let req = NetifRxRequest {
+                id,
+                pad: 0,
+                gref: fq.rx_bufs[id as usize].gref,
+            };
             fq.rx.produce_request(req).expect("room");
             fq.posted.push_back(id);
         }
@@ -418,7 +521,11 @@ impl Capture {
             if f.len() >= n {
                 return f;
             }
-            assert!(Instant::now() < deadline, "captured only {} of {n} frames", f.len());
+            assert!(
+                Instant::now() < deadline,
+                "captured only {} of {n} frames",
+                f.len()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
