@@ -24,9 +24,9 @@ use crate::abi::{
 use crate::shared::{combo, combo_domid, combo_flags, SharedGrantTable, TableError};
 
 /// `GNTPIN_hstw_inc`: one writable host pin (map or copy destination).
-pub const GNTPIN_HSTW_INC: u32 = 1 << 0;
+pub const GNTPIN_HSTW_INC: u32 = 1;
 /// `GNTPIN_hstw_mask`
-pub const GNTPIN_HSTW_MASK: u32 = 0xFF << 0;
+pub const GNTPIN_HSTW_MASK: u32 = 0xFF;
 /// `GNTPIN_hstr_inc`: one read-only host pin (map or copy source).
 pub const GNTPIN_HSTR_INC: u32 = 1 << 8;
 /// `GNTPIN_hstr_mask`

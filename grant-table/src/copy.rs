@@ -206,8 +206,8 @@ impl<'w, W: GrantWorld + ?Sized + 'w> GrantCopier<'w, W> {
     /// Checks, in Xen's order: a side naming a frame must say `DOMID_SELF`
     /// (`GNTST_permission_denied`); each domain must exist (`GNTST_bad_domain`); each
     /// grant is pinned as by [`ActiveGrantTable::acquire_for_copy`] (`GNTST_bad_gntref`,
-    /// `GNTST_general_error` — e.g. a read-only grant as destination — ) and its frame
-    /// must exist (`GNTST_bad_page`); finally `offset + len` must fit in one page on
+    /// or `GNTST_general_error`, e.g. for a read-only grant used as destination) and
+    /// its frame must exist (`GNTST_bad_page`); finally `offset + len` must fit in one page on
     /// both sides (`GNTST_bad_copy_arg`). A failed op drops both sides' pins.
     pub fn copy(&mut self, op: &GnttabCopy) -> i16 {
         match self.try_copy(op) {

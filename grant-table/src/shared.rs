@@ -86,7 +86,7 @@ impl SharedGrantTable {
         base: NonNull<GrantEntryV1>,
         nr_entries: u32,
     ) -> Result<Self, TableError> {
-        if (base.as_ptr() as usize) % core::mem::align_of::<AtomicU32>() != 0 {
+        if !base.as_ptr().cast::<AtomicU32>().is_aligned() {
             return Err(TableError::Misaligned);
         }
         Ok(SharedGrantTable { base, nr_entries })

@@ -400,7 +400,7 @@ fn side_rule(p: &GnttabCopyPtr, is_gref: bool, readonly: bool) -> (i16, i16) {
         return (0, GNTST_BAD_GNTREF);
     }
     match grant_of(dom, p.gref()) {
-        Some((to, frame, ro)) if to == BACKEND && !(ro && !readonly) => (
+        Some((to, frame, ro)) if to == BACKEND && (readonly || !ro) => (
             0,
             if u64::from(frame) < NR_FRAMES {
                 0

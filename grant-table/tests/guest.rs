@@ -122,7 +122,7 @@ fn allocator_runs_dry_with_no_space_and_never_hands_out_reserved_refs() {
     let g = w.dom(GUEST);
     let mut got = HashSet::new();
     while let Ok(r) = g.guest.grant_foreign_access(BACKEND, 1, true) {
-        assert!(r >= GNTTAB_NR_RESERVED_ENTRIES && r < NR_ENTRIES);
+        assert!((GNTTAB_NR_RESERVED_ENTRIES..NR_ENTRIES).contains(&r));
         assert!(got.insert(r), "ref {r} handed out twice");
     }
     assert_eq!(got.len() as u32, NR_ENTRIES - GNTTAB_NR_RESERVED_ENTRIES);
@@ -162,7 +162,7 @@ proptest! {
             match op {
                 Op::Alloc => match t.alloc_ref() {
                     Ok(r) => {
-                        prop_assert!(r >= GNTTAB_NR_RESERVED_ENTRIES && r < NR_ENTRIES);
+                        prop_assert!((GNTTAB_NR_RESERVED_ENTRIES..NR_ENTRIES).contains(&r));
                         prop_assert!(!held.contains(&r), "ref {} handed out twice", r);
                         held.push(r);
                     }

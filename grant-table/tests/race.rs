@@ -47,7 +47,7 @@ fn end_access_races_map_unmap() {
                 start.wait();
                 let mut i = 0u32;
                 while !stop.load(SeqCst) {
-                    let readonly = (i + t) % 2 == 0;
+                    let readonly = (i + t) & 1 == 0;
                     i += 1;
                     match g.active.map_grant_ref(r, BACKEND, readonly) {
                         Ok(frame) => {
@@ -140,7 +140,7 @@ fn many_copiers_on_one_grant() {
                     let mut ops: Vec<GnttabCopy> = (0..64u16)
                         .map(|i| {
                             let off = (i * 64) % 4096;
-                            if (b + i as usize) % 2 == 0 {
+                            if (b + i as usize) & 1 == 0 {
                                 copy_from_grant(GUEST, src, off, t, off, 64)
                             } else {
                                 GnttabCopy {

@@ -113,6 +113,19 @@ impl Domain {
     pub fn active_grants(&self) -> &ActiveGrantTable {
         &self.active
     }
+    /// The domain's RAM (its memfd is what the `hv` daemon hands a guest process).
+    pub fn ram(&self) -> &FrameRegion {
+        &self.ram
+    }
+    /// The frames holding the domain's grant table (`grant_entry_v1[]`).
+    pub fn gnttab_region(&self) -> &FrameRegion {
+        &self._gnttab_mem
+    }
+    /// The page holding the domain's event-channel bitmaps
+    /// ([`event_channel::EvtchnBitmapPage`] at offset 0).
+    pub fn evtchn_region(&self) -> &FrameRegion {
+        &self._evtchn_page
+    }
 }
 
 struct Inner {
@@ -120,6 +133,18 @@ struct Inner {
     evtchn: Arc<EventChannels>,
     xenstore: XenStore,
     next_domid: AtomicU16,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The hub outlives the hypervisor inside every EmbeddedChannel, but the
+        // bitmaps it points at live in the domains' pages, which go now: unregister
+        // every domain first so no port operation can touch freed memory.
+        let domains = self.domains.get_mut().unwrap_or_else(|p| p.into_inner());
+        for &domid in domains.keys() {
+            let _ = self.evtchn.remove_domain(domid);
+        }
+    }
 }
 
 /// The in-process hypervisor. Cheap to clone (shared state).
@@ -300,6 +325,8 @@ impl Hypervisor {
 
 /// A bound port of a domain, with its spin-then-sleep waiter.
 pub struct EmbeddedChannel {
+    /// Keeps the domain's event-channel page (where `bits` points) mapped.
+    _dom: Arc<Domain>,
     hub: Arc<EventChannels>,
     dom: DomId,
     port: Port,
@@ -308,11 +335,12 @@ pub struct EmbeddedChannel {
 }
 
 impl EmbeddedChannel {
-    fn new(hub: Arc<EventChannels>, dom: DomId, port: Port) -> Result<Self, EnvError> {
+    fn new(hub: Arc<EventChannels>, domain: Arc<Domain>, port: Port) -> Result<Self, EnvError> {
+        let dom = domain.domid;
         let setup = || -> Result<Self, EvtchnError> {
             let waiter = hub.waiter(dom, port)?;
             let bits = hub.bits(dom)?;
-            Ok(Self { hub: hub.clone(), dom, port, bits, waiter: Mutex::new(waiter) })
+            Ok(Self { _dom: domain.clone(), hub: hub.clone(), dom, port, bits, waiter: Mutex::new(waiter) })
         };
         setup().map_err(|e| {
             let _ = hub.close(dom, port);
@@ -440,7 +468,7 @@ impl GuestEnv for EmbeddedGuestEnv {
             .evtchn
             .alloc_unbound(self.dom.domid, remote)
             .map_err(|e| EnvError::Evtchn(e.errno()))?;
-        EmbeddedChannel::new(self.evtchn.clone(), self.dom.domid, port)
+        EmbeddedChannel::new(self.evtchn.clone(), self.dom.clone(), port)
     }
 
     fn store(&self) -> &dyn Store {
@@ -568,7 +596,7 @@ impl BackendEnv for EmbeddedBackendEnv {
         let port = hub
             .bind_interdomain(self.dom.domid, remote, remote_port)
             .map_err(|e| EnvError::Evtchn(e.errno()))?;
-        EmbeddedChannel::new(hub, self.dom.domid, port)
+        EmbeddedChannel::new(hub, self.dom.clone(), port)
     }
 
     fn store(&self) -> &dyn Store {

@@ -45,8 +45,9 @@ impl FrameRegion {
     pub fn new(name: &str, frames: usize) -> Result<Self, MemoryError> {
         let err = |source| MemoryError::Alloc { frames, source };
         let cname = CString::new(name.replace('\0', "_")).map_err(|e| err(std::io::Error::other(e)))?;
+        // Sealable, so the size can be fixed before the fd is handed to a guest.
         // SAFETY: memfd_create with a valid NUL-terminated name; the fd is owned below.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(err(std::io::Error::last_os_error()));
         }
@@ -55,6 +56,13 @@ impl FrameRegion {
         let len = frames.checked_mul(PAGE_SIZE).ok_or_else(|| err(std::io::Error::other("size overflow")))?;
         // SAFETY: ftruncate on our own memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        // A process given this fd (a guest of the `hv` daemon) must not be able to
+        // shrink it: the hypervisor's own mapping would then fault (SIGBUS) on the
+        // truncated frames. Growing is refused too; writes stay allowed.
+        // SAFETY: fcntl on our own memfd, no pointers.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) } < 0 {
             return Err(err(std::io::Error::last_os_error()));
         }
         Self::map(fd, frames).map_err(err)

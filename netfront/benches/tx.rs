@@ -23,21 +23,39 @@ use hv::env::{BackendEnv, EventChannel};
 use hv::toolstack::backend_path;
 use netfront::{Gso, GsoType, Netfront, NetfrontConfig, TxMeta};
 
-fn connect() -> (hv::embedded::Hypervisor, Netfront<hv::embedded::EmbeddedGuestEnv>, VifBack) {
+fn connect() -> (
+    hv::embedded::Hypervisor,
+    Netfront<hv::embedded::EmbeddedGuestEnv>,
+    VifBack,
+) {
     let (hv, doms) = setup(1);
     let d = doms[0];
     let benv = hv.backend_env().unwrap();
     announce(benv.store(), &backend_path(0, d, 0), &BackOpts::default());
     let back = thread::spawn(move || accept(&benv, d, 0));
-    let nf = Netfront::connect(hv.guest_env(d).unwrap(), NetfrontConfig { tx_batch: 64, ..Default::default() }).unwrap();
+    let nf = Netfront::connect(
+        hv.guest_env(d).unwrap(),
+        NetfrontConfig {
+            tx_batch: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     (hv, nf, back.join().unwrap())
 }
 
 /// Answer every pending TX request OKAY without touching its data.
 fn answer_all(tx: &mut TxBack) {
-    let n = tx.ring.take_requests().map(|r| r.map(|q| q.id).collect::<Vec<_>>()).unwrap_or_default();
+    let n = tx
+        .ring
+        .take_requests()
+        .map(|r| r.map(|q| q.id).collect::<Vec<_>>())
+        .unwrap_or_default();
     for id in n {
-        let _ = tx.ring.produce_response(NetifTxResponse { id, status: NETIF_RSP_OKAY });
+        let _ = tx.ring.produce_response(NetifTxResponse {
+            id,
+            status: NETIF_RSP_OKAY,
+        });
     }
     tx.push();
 }
@@ -46,7 +64,28 @@ fn tcp4(len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
     f[12] = 0x08;
     let ip_total = (len - 14) as u16;
-    f[14..34].copy_from_slice(&[0x45, 0, (ip_total >> 8) as u8, ip_total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f[14..34].copy_from_slice(&[
+        0x45,
+        0,
+        (ip_total >> 8) as u8,
+        ip_total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+        10,
+        0,
+        0,
+        1,
+        10,
+        0,
+        0,
+        2,
+    ]);
     f[46] = 0x50;
     f
 }
@@ -69,7 +108,13 @@ fn bench_tx(c: &mut Criterion) {
         })
     });
     let big = tcp4(65535);
-    let gso = TxMeta { gso: Some(Gso { ty: GsoType::TcpV4, size: 1448 }), ..Default::default() };
+    let gso = TxMeta {
+        gso: Some(Gso {
+            ty: GsoType::TcpV4,
+            size: 1448,
+        }),
+        ..Default::default()
+    };
     g.throughput(Throughput::Bytes(65535 * 8));
     g.bench_function("send64k_gso+reclaim", |b| {
         let q = nf.queue(0).unwrap();
@@ -140,11 +185,18 @@ fn bench_rx(c: &mut Criterion) {
                 let cons = rx.ring.req_cons();
                 let req = rx.ring.copy_request(cons);
                 rx.ring.set_req_cons(cons.wrapping_add(1));
-                let _ = rx.ring.produce_response(NetifRxResponse { id: req.id, offset: 0, flags: 0, status: 64 });
+                let _ = rx.ring.produce_response(NetifRxResponse {
+                    id: req.id,
+                    offset: 0,
+                    flags: 0,
+                    status: 64,
+                });
             }
             rx.push();
             let mut sum = 0usize;
-            while let Some(n) = q.recv_with(|f, _| f.contiguous().map_or(0, |s| s[0] as usize + s.len())) {
+            while let Some(n) =
+                q.recv_with(|f, _| f.contiguous().map_or(0, |s| s[0] as usize + s.len()))
+            {
                 sum += n;
             }
             black_box(sum);

@@ -199,7 +199,10 @@ impl<E: GuestEnv> Netfront<E> {
     /// A failed handshake: tell the backend, give back what was set up.
     fn fail_setup(&mut self) {
         if let Err(e) = self.switch(XenbusState::Closed) {
-            log::warn!("netfront: {}: could not switch to Closed: {e}", self.info.fe_path);
+            log::warn!(
+                "netfront: {}: could not switch to Closed: {e}",
+                self.info.fe_path
+            );
         }
         let deadline = Deadline::after(self.cfg.timeout);
         self.release_queues(deadline);
@@ -394,7 +397,10 @@ impl<E: GuestEnv> Netfront<E> {
                     WaitVerdict::Continue
                 }
             }) {
-                log::warn!("netfront: {}: backend did not follow to Closing: {e}", self.info.fe_path);
+                log::warn!(
+                    "netfront: {}: backend did not follow to Closing: {e}",
+                    self.info.fe_path
+                );
                 result = Err(e);
             }
         }
@@ -407,7 +413,10 @@ impl<E: GuestEnv> Netfront<E> {
                 WaitVerdict::Continue
             }
         }) {
-            log::warn!("netfront: {}: backend did not close: {e}", self.info.fe_path);
+            log::warn!(
+                "netfront: {}: backend did not close: {e}",
+                self.info.fe_path
+            );
             result = result.and(Err(e));
         }
         self.release_queues(Deadline::after(self.cfg.timeout));

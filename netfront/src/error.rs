@@ -27,7 +27,9 @@ pub enum TxError {
     #[error("GSO segment size must not be 0")]
     GsoSizeZero,
     /// A checksum offload fallback needed headers this driver cannot parse.
-    #[error("checksum left blank but the frame is not TCP/UDP over IPv4/IPv6 without extension headers")]
+    #[error(
+        "checksum left blank but the frame is not TCP/UDP over IPv4/IPv6 without extension headers"
+    )]
     ChecksumUnparsable,
     /// Every TX slot or request id is in flight; reclaim or wait, then retry.
     #[error("TX ring full: wait for the backend to answer and retry")]

@@ -220,9 +220,8 @@ pub fn write_connect_keys(
                 }
             }
         }
-        let flag = |name: &str, on: bool| {
-            t.write(&path_join(fe_path, name), if on { b"1" } else { b"0" })
-        };
+        let flag =
+            |name: &str, on: bool| t.write(&path_join(fe_path, name), if on { b"1" } else { b"0" });
         flag("request-rx-copy", true)?;
         flag("feature-rx-notify", true)?;
         flag("feature-sg", features.sg)?;

@@ -61,7 +61,10 @@ impl IdFreeList {
     /// True if `id` is in flight.
     #[inline(always)]
     pub fn is_in_flight(&self, id: u16) -> bool {
-        self.in_flight.get(usize::from(id)).copied().unwrap_or(false)
+        self.in_flight
+            .get(usize::from(id))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Return an id that was in flight.

@@ -48,8 +48,10 @@ impl<'a> RxFrameRef<'a> {
             // page again only after it is reposted, which needs `&mut` on the queue.
             unsafe {
                 core::slice::from_raw_parts(
-                    pages[usize::from(s.slot)].ptr.as_ptr().add(usize::from(s.offset))
-                        as *const u8,
+                    pages[usize::from(s.slot)]
+                        .ptr
+                        .as_ptr()
+                        .add(usize::from(s.offset)) as *const u8,
                     usize::from(s.len),
                 )
             }
@@ -302,7 +304,10 @@ impl<C: EventChannel> RxQueue<C> {
         // reposted); the `&mut self` borrow makes this the only reference.
         Some(unsafe {
             core::slice::from_raw_parts_mut(
-                self.pages[usize::from(s.slot)].ptr.as_ptr().add(usize::from(s.offset)),
+                self.pages[usize::from(s.slot)]
+                    .ptr
+                    .as_ptr()
+                    .add(usize::from(s.offset)),
                 usize::from(s.len),
             )
         })

@@ -13,10 +13,9 @@
 //! and never an out-of-page read.
 
 use hv::abi::netif::{
-    NetifExtraInfo, NetifRxResponse, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
-    NETRXF_EXTRA_INFO, NETRXF_GSO_PREFIX, NETRXF_MORE_DATA, NET_RX_RING_SIZE,
-    XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_MAX, XEN_NETIF_EXTRA_TYPE_NONE,
-    XEN_NETIF_NR_SLOTS_MIN,
+    NetifExtraInfo, NetifRxResponse, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETRXF_EXTRA_INFO,
+    NETRXF_GSO_PREFIX, NETRXF_MORE_DATA, NET_RX_RING_SIZE, XEN_NETIF_EXTRA_TYPE_GSO,
+    XEN_NETIF_EXTRA_TYPE_MAX, XEN_NETIF_EXTRA_TYPE_NONE, XEN_NETIF_NR_SLOTS_MIN,
 };
 use hv::abi::ring::RingIdx;
 
@@ -130,18 +129,36 @@ struct Walker<F> {
     taken: u32,
 }
 
+/// Why a chain walk stopped before the chain ended.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// More responses may still come.
+    Incomplete,
+    /// None can: the `avail` responses form an endless chain.
+    Never(u32),
+}
+
+impl From<Stop> for Parsed {
+    fn from(s: Stop) -> Parsed {
+        match s {
+            Stop::Incomplete => Parsed::Incomplete,
+            Stop::Never(consumed) => Parsed::Bad {
+                consumed,
+                why: RxBad::NeverCompletes,
+            },
+        }
+    }
+}
+
 impl<F: Fn(RingIdx) -> NetifRxResponse> Walker<F> {
-    /// The next response of the chain, or `Err` with what to report if there is none.
+    /// The next response of the chain, or why there is none.
     #[inline(always)]
-    fn next(&mut self) -> Result<(u16, NetifRxResponse), Parsed> {
+    fn next(&mut self) -> Result<(u16, NetifRxResponse), Stop> {
         if self.taken == self.avail {
             return Err(if self.can_grow {
-                Parsed::Incomplete
+                Stop::Incomplete
             } else {
-                Parsed::Bad {
-                    consumed: self.avail,
-                    why: RxBad::NeverCompletes,
-                }
+                Stop::Never(self.avail)
             });
         }
         let idx = self.cons.wrapping_add(self.taken);
@@ -180,7 +197,7 @@ pub fn parse(
     let mut bad: Option<RxBad> = None;
     let (slot, first) = match w.next() {
         Ok(x) => x,
-        Err(p) => return p,
+        Err(stop) => return stop.into(),
     };
     frame.meta.csum_blank = first.flags & NETRXF_CSUM_BLANK != 0;
     frame.meta.data_validated = first.flags & NETRXF_DATA_VALIDATED != 0;
@@ -194,7 +211,7 @@ pub fn parse(
         loop {
             let (_, raw) = match w.next() {
                 Ok(x) => x,
-                Err(p) => return p,
+                Err(stop) => return stop.into(),
             };
             let extra = NetifExtraInfo::from_rx_slot(raw);
             extras += 1;
@@ -212,7 +229,7 @@ pub fn parse(
     while more {
         let (slot, rsp) = match w.next() {
             Ok(x) => x,
-            Err(p) => return p,
+            Err(stop) => return stop.into(),
         };
         add_data(&mut frame, &mut bad, slot, &rsp);
         more = rsp.flags & NETRXF_MORE_DATA != 0;
@@ -323,9 +340,7 @@ mod tests {
             &[data(7, 16, 60, NETRXF_DATA_VALIDATED | NETRXF_CSUM_BLANK)],
             true,
         );
-        let Parsed::Frame(f) = p else {
-            panic!("{p:?}")
-        };
+        let Parsed::Frame(f) = p else { panic!("{p:?}") };
         assert_eq!(f.len, 60);
         assert_eq!(f.consumed, 1);
         assert_eq!(
@@ -363,9 +378,7 @@ mod tests {
             }
         }
         let p = run(start, &v, true);
-        let Parsed::Frame(f) = p else {
-            panic!("{p:?}")
-        };
+        let Parsed::Frame(f) = p else { panic!("{p:?}") };
         assert_eq!(f.len, total);
         assert_eq!(f.consumed as usize, nslots + 1);
         assert_eq!(f.segs().len(), nslots);

@@ -266,9 +266,8 @@ impl<C: EventChannel> TxQueue<C> {
             // SAFETY: the page of a popped id is ours: the backend only reads a TX page
             // while its id is in flight, and this id was free. The page is 4 KiB and
             // seg_len <= 4096; no other reference to it exists.
-            let seg = unsafe {
-                core::slice::from_raw_parts_mut(self.page_ptr(id).as_ptr(), seg_len)
-            };
+            let seg =
+                unsafe { core::slice::from_raw_parts_mut(self.page_ptr(id).as_ptr(), seg_len) };
             fill(i * PAGE_SIZE, seg);
         }
 

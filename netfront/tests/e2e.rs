@@ -13,11 +13,13 @@ use hv::abi::xenbus::XenbusState;
 use hv::env::{BackendEnv, Store, XBT_NIL};
 use hv::toolstack::{backend_path, frontend_path};
 use hv::xenbus::{xenbus_read_state, xenbus_switch_state};
-#[allow(unused_imports)]
 use netfront::{Gso, GsoType, LinkEvent, Netfront, NetfrontConfig, TxError, TxMeta};
 
 fn read(store: &dyn Store, p: &str) -> Option<String> {
-    store.read(XBT_NIL, p).ok().map(|v| String::from_utf8(v).unwrap())
+    store
+        .read(XBT_NIL, p)
+        .ok()
+        .map(|v| String::from_utf8(v).unwrap())
 }
 
 /// Connect guest `dom`'s vif 0 while a thread plays the backend's handshake half.
@@ -58,7 +60,12 @@ fn handshake_writes_every_key_in_one_go_and_both_reach_connected() {
     ] {
         assert_eq!(read(&s, &format!("{fe}/{k}")).as_deref(), Some(v), "{k}");
     }
-    for k in ["tx-ring-ref", "rx-ring-ref", "event-channel-tx", "event-channel-rx"] {
+    for k in [
+        "tx-ring-ref",
+        "rx-ring-ref",
+        "event-channel-tx",
+        "event-channel-rx",
+    ] {
         let v = read(&s, &format!("{fe}/{k}")).unwrap_or_else(|| panic!("{k} missing"));
         v.parse::<u32>().unwrap();
     }
@@ -71,19 +78,36 @@ fn handshake_writes_every_key_in_one_go_and_both_reach_connected() {
 fn queues_are_capped_by_the_backend_and_shared_channel_without_split() {
     let (hv, doms) = setup(1);
     let d = doms[0];
-    let cfg = NetfrontConfig { queues: 4, csum_offload: false, ..Default::default() };
-    let opts = BackOpts { max_queues: 2, split: false, ..Default::default() };
+    let cfg = NetfrontConfig {
+        queues: 4,
+        csum_offload: false,
+        ..Default::default()
+    };
+    let opts = BackOpts {
+        max_queues: 2,
+        split: false,
+        ..Default::default()
+    };
     let (mut nf, vif) = connect(&hv, d, cfg, opts);
     let s = hv.store(0).unwrap();
     let fe = frontend_path(d, 0);
     assert_eq!(nf.num_queues(), 2);
     assert_eq!(vif.queues.len(), 2);
-    assert_eq!(read(&s, &format!("{fe}/multi-queue-num-queues")).as_deref(), Some("2"));
+    assert_eq!(
+        read(&s, &format!("{fe}/multi-queue-num-queues")).as_deref(),
+        Some("2")
+    );
     assert_eq!(read(&s, &format!("{fe}/tx-ring-ref")), None);
-    assert_eq!(read(&s, &format!("{fe}/feature-no-csum-offload")).as_deref(), Some("1"));
+    assert_eq!(
+        read(&s, &format!("{fe}/feature-no-csum-offload")).as_deref(),
+        Some("1")
+    );
     for i in 0..2 {
         for k in ["tx-ring-ref", "rx-ring-ref", "event-channel"] {
-            assert!(read(&s, &format!("{fe}/queue-{i}/{k}")).is_some(), "queue-{i}/{k}");
+            assert!(
+                read(&s, &format!("{fe}/queue-{i}/{k}")).is_some(),
+                "queue-{i}/{k}"
+            );
         }
         assert_eq!(read(&s, &format!("{fe}/queue-{i}/event-channel-tx")), None);
         assert!(!nf.queue(i).unwrap().split_event_channels());
@@ -142,21 +166,37 @@ fn echo_frames_of_every_size_with_offload_metadata() {
     let stop = Arc::new(AtomicBool::new(false));
     let hs = spawn_echo(Arc::new(hv.backend_env().unwrap()), vif, stop.clone());
     let q = nf.queue(0).unwrap();
-    let sizes = [14usize, 60, 1514, 4095, 4096, 4097, 8192, 9000, 30001, 65535];
+    let sizes = [
+        14usize, 60, 1514, 4095, 4096, 4097, 8192, 9000, 30001, 65535,
+    ];
     let mut buf = vec![0u8; 70000];
     for (n, &len) in sizes.iter().enumerate() {
         let frame = pattern(len, n as u32);
         let meta = if len > 9000 {
-            TxMeta { gso: Some(Gso { ty: GsoType::TcpV4, size: 1448 }), ..Default::default() }
+            TxMeta {
+                gso: Some(Gso {
+                    ty: GsoType::TcpV4,
+                    size: 1448,
+                }),
+                ..Default::default()
+            }
         } else if len == 1514 {
-            TxMeta { data_validated: true, ..Default::default() }
+            TxMeta {
+                data_validated: true,
+                ..Default::default()
+            }
         } else {
             TxMeta::default()
         };
         // Random bytes are not TCP: a GSO frame's checksum cannot be prepared, so
         // give GSO frames a TCP/IPv4 header.
-        let frame = if meta.gso.is_some() { tcp4_frame(len, n as u32) } else { frame };
-        q.send(&frame, meta).unwrap_or_else(|e| panic!("send {len}: {e}"));
+        let frame = if meta.gso.is_some() {
+            tcp4_frame(len, n as u32)
+        } else {
+            frame
+        };
+        q.send(&frame, meta)
+            .unwrap_or_else(|e| panic!("send {len}: {e}"));
         q.flush();
         let t0 = Instant::now();
         let (got, rmeta) = loop {
@@ -198,7 +238,10 @@ fn echo_frames_of_every_size_with_offload_metadata() {
         if let Some(ok) = q.recv_with(|f, _| {
             f.contiguous().is_none()
                 && f.len() == 5000
-                && f.segments().flatten().enumerate().all(|(i, &b)| b == (i % 251) as u8)
+                && f.segments()
+                    .flatten()
+                    .enumerate()
+                    .all(|(i, &b)| b == (i % 251) as u8)
         }) {
             break ok;
         }
@@ -211,7 +254,10 @@ fn echo_frames_of_every_size_with_offload_metadata() {
     let st = nf.stats();
     assert_eq!(st.tx_packets, sizes.len() as u64 + 1);
     assert_eq!(st.rx_packets, sizes.len() as u64 + 1);
-    assert_eq!(st.rx_errors + st.tx_errors + st.rx_dropped + st.tx_dropped, 0);
+    assert_eq!(
+        st.rx_errors + st.tx_errors + st.rx_dropped + st.tx_dropped,
+        0
+    );
 }
 
 /// An Ethernet/IPv4/TCP frame of `len` bytes.
@@ -220,7 +266,28 @@ fn tcp4_frame(len: usize, seed: u32) -> Vec<u8> {
     f[12] = 0x08;
     f[13] = 0x00;
     let ip_total = (len - 14) as u16;
-    f[14..34].copy_from_slice(&[0x45, 0, (ip_total >> 8) as u8, ip_total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f[14..34].copy_from_slice(&[
+        0x45,
+        0,
+        (ip_total >> 8) as u8,
+        ip_total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+        10,
+        0,
+        0,
+        1,
+        10,
+        0,
+        0,
+        2,
+    ]);
     f[46] = 0x50; // data offset 5
     f
 }
@@ -290,7 +357,12 @@ fn backend_error_and_drop_statuses_are_counted_and_ids_reclaimed() {
 }
 
 /// Echo one frame through a freshly accepted vif (backend side driven inline).
-fn echo_once(hv: &hv::embedded::Hypervisor, dom: u16, nf: &mut Netfront<hv::embedded::EmbeddedGuestEnv>, vif: &mut VifBack) {
+fn echo_once(
+    hv: &hv::embedded::Hypervisor,
+    dom: u16,
+    nf: &mut Netfront<hv::embedded::EmbeddedGuestEnv>,
+    vif: &mut VifBack,
+) {
     let benv = hv.backend_env().unwrap();
     let q = nf.queue(0).unwrap();
     q.send(&pattern(300, 9), TxMeta::default()).unwrap();
@@ -316,7 +388,10 @@ fn frontend_close_releases_every_grant_and_reconnect_works() {
     assert!(hv.domain(d).unwrap().free_grant_refs() < free_before);
     echo_once(&hv, d, &mut nf, &mut vif);
     // Frames left in flight: dropped by the close.
-    nf.queue(0).unwrap().send(&[1u8; 100], TxMeta::default()).unwrap();
+    nf.queue(0)
+        .unwrap()
+        .send(&[1u8; 100], TxMeta::default())
+        .unwrap();
     nf.queue(0).unwrap().flush();
 
     let benv = hv.backend_env().unwrap();
@@ -324,13 +399,28 @@ fn frontend_close_releases_every_grant_and_reconnect_works() {
     let be = backend_path(0, d, 0);
     let back = thread::spawn(move || {
         let st = benv.store();
-        wait_state(st, &fe, |s| s == XenbusState::Closing, Duration::from_secs(10));
+        wait_state(
+            st,
+            &fe,
+            |s| s == XenbusState::Closing,
+            Duration::from_secs(10),
+        );
         drop(vif); // unmap the rings, unbind the channels
         xenbus_switch_state(st, &be, XenbusState::Closing).unwrap();
-        wait_state(st, &fe, |s| s == XenbusState::Closed, Duration::from_secs(10));
+        wait_state(
+            st,
+            &fe,
+            |s| s == XenbusState::Closed,
+            Duration::from_secs(10),
+        );
         xenbus_switch_state(st, &be, XenbusState::Closed).unwrap();
         // netback: a frontend back in Initialising after Closed means reconnect.
-        wait_state(st, &fe, |s| s == XenbusState::Initialising, Duration::from_secs(10));
+        wait_state(
+            st,
+            &fe,
+            |s| s == XenbusState::Initialising,
+            Duration::from_secs(10),
+        );
         announce(st, &be, &BackOpts::default());
         accept(&benv, d, 0)
     });
@@ -338,8 +428,12 @@ fn frontend_close_releases_every_grant_and_reconnect_works() {
     assert_eq!(nf.state(), XenbusState::Closed);
     assert_eq!(nf.num_queues(), 0);
     assert_eq!(nf.unreleased_grants(), 0);
-    assert_eq!(hv.domain(d).unwrap().free_grant_refs(), free_before, "every grant ended");
-    assert!(matches!(nf.queue(0), None));
+    assert_eq!(
+        hv.domain(d).unwrap().free_grant_refs(),
+        free_before,
+        "every grant ended"
+    );
+    assert!(nf.queue(0).is_none());
     nf.reconnect().expect("reconnect");
     let mut vif = back.join().unwrap();
     assert_eq!(nf.state(), XenbusState::Connected);
@@ -355,7 +449,10 @@ fn backend_close_is_followed_in_flight_frames_dropped_and_reconnect_works() {
     assert_eq!(nf.poll_backend().unwrap(), LinkEvent::Up);
     // In flight, never answered.
     for _ in 0..10 {
-        nf.queue(0).unwrap().send(&[2u8; 3000], TxMeta::default()).unwrap();
+        nf.queue(0)
+            .unwrap()
+            .send(&[2u8; 3000], TxMeta::default())
+            .unwrap();
     }
     nf.queue(0).unwrap().flush();
     assert_eq!(nf.queue(0).unwrap().tx_in_flight(), 10);
@@ -369,13 +466,22 @@ fn backend_close_is_followed_in_flight_frames_dropped_and_reconnect_works() {
     assert_eq!(nf.poll_backend().unwrap(), LinkEvent::BackendClosed);
     assert_eq!(nf.state(), XenbusState::Closed);
     assert_eq!(xenbus_read_state(st, &fe).unwrap(), XenbusState::Closed);
-    assert_eq!(hv.domain(d).unwrap().free_grant_refs(), free_before, "buffers reclaimed");
+    assert_eq!(
+        hv.domain(d).unwrap().free_grant_refs(),
+        free_before,
+        "buffers reclaimed"
+    );
     assert_eq!(nf.poll_backend().unwrap(), LinkEvent::Down);
     xenbus_switch_state(st, &be, XenbusState::Closed).unwrap();
 
     let back = thread::spawn(move || {
         let st = benv.store();
-        wait_state(st, &fe, |s| s == XenbusState::Initialising, Duration::from_secs(10));
+        wait_state(
+            st,
+            &fe,
+            |s| s == XenbusState::Initialising,
+            Duration::from_secs(10),
+        );
         announce(st, &be, &BackOpts::default());
         accept(&benv, d, 0)
     });
@@ -390,13 +496,185 @@ fn connect_times_out_without_a_backend_and_gives_everything_back() {
     let (hv, doms) = setup(1);
     let d = doms[0];
     let free_before = hv.domain(d).unwrap().free_grant_refs();
-    let cfg = NetfrontConfig { timeout: Duration::from_millis(200), ..Default::default() };
-    let err = Netfront::connect(hv.guest_env(d).unwrap(), cfg.clone()).err().expect("no backend");
-    assert!(matches!(err, netfront::NetfrontError::Timeout { .. }), "{err}");
+    let cfg = NetfrontConfig {
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let err = Netfront::connect(hv.guest_env(d).unwrap(), cfg.clone())
+        .err()
+        .expect("no backend");
+    assert!(
+        matches!(err, netfront::NetfrontError::Timeout { .. }),
+        "{err}"
+    );
     // Backend announces but never connects: rings were granted, then given back.
     let benv = hv.backend_env().unwrap();
     announce(benv.store(), &backend_path(0, d, 0), &BackOpts::default());
-    let err = Netfront::connect(hv.guest_env(d).unwrap(), cfg).err().expect("backend never connects");
-    assert!(matches!(err, netfront::NetfrontError::Timeout { .. }), "{err}");
+    let err = Netfront::connect(hv.guest_env(d).unwrap(), cfg)
+        .err()
+        .expect("backend never connects");
+    assert!(
+        matches!(err, netfront::NetfrontError::Timeout { .. }),
+        "{err}"
+    );
     assert_eq!(hv.domain(d).unwrap().free_grant_refs(), free_before);
+}
+
+#[test]
+fn malformed_rx_responses_are_counted_never_delivered_and_overflow_disables_the_queue() {
+    use hv::abi::netif::NetifRxResponse;
+    let (hv, doms) = setup(1);
+    let d = doms[0];
+    let (mut nf, mut vif) = connect(&hv, d, NetfrontConfig::default(), BackOpts::default());
+    let benv = hv.backend_env().unwrap();
+    let rx = &mut vif.queues[0].rx;
+    let mut respond = |f: &dyn Fn(u16) -> NetifRxResponse| {
+        let cons = rx.ring.req_cons();
+        let req = rx.ring.copy_request(cons);
+        rx.ring.set_req_cons(cons.wrapping_add(1));
+        rx.ring.produce_response(f(req.id)).unwrap();
+    };
+    respond(&|id| NetifRxResponse {
+        id: id ^ 1,
+        offset: 0,
+        flags: 0,
+        status: 60,
+    }); // wrong id
+    respond(&|id| NetifRxResponse {
+        id,
+        offset: 4000,
+        flags: 0,
+        status: 200,
+    }); // past the page
+    respond(&|id| NetifRxResponse {
+        id,
+        offset: 0,
+        flags: 0,
+        status: -1,
+    }); // backend error
+    respond(&|id| NetifRxResponse {
+        id,
+        offset: 0,
+        flags: 0,
+        status: 5,
+    }); // runt
+    rx.push();
+    let good = Frame {
+        data: pattern(100, 3),
+        ..Default::default()
+    };
+    assert!(rx.deliver(&benv, d, &good));
+    rx.push();
+    let q = nf.queue(0).unwrap();
+    let mut buf = [0u8; 200];
+    let (len, _) = q.recv(&mut buf).expect("the good frame");
+    assert_eq!(&buf[..len], &good.data[..]);
+    assert!(q.recv(&mut buf).is_none());
+    let st = q.stats();
+    assert_eq!((st.rx_errors, st.rx_dropped, st.rx_packets), (3, 1, 1));
+    // Consumed buffers are reposted in batches (32 by default), or before sleeping.
+    assert_eq!(q.rx_posted(), 251);
+    q.refill();
+    assert_eq!(q.rx_posted(), 256, "every buffer reposted");
+    assert_eq!(nf.poll_backend().unwrap(), LinkEvent::Up);
+
+    // rsp_prod pushed past every outstanding request: the queue is disabled, no panic.
+    let page = vif.queues[0].rx.ring.page();
+    // SAFETY: the ring page is mapped for the life of `vif`; rsp_prod is the third u32.
+    unsafe {
+        let rsp_prod = &*(page.as_ptr().add(8) as *const std::sync::atomic::AtomicU32);
+        rsp_prod.fetch_add(1000, Ordering::Release);
+    }
+    let q = nf.queue(0).unwrap();
+    assert!(q.recv(&mut buf).is_none());
+    assert!(q.is_broken());
+    assert_eq!(nf.poll_backend().unwrap(), LinkEvent::QueueBroken(0));
+}
+
+#[test]
+fn blank_ipv6_checksum_is_completed_in_software_when_the_backend_cannot() {
+    let (hv, doms) = setup(1);
+    let opts = BackOpts {
+        ipv6_csum: false,
+        ..Default::default()
+    };
+    let (mut nf, vif) = connect(&hv, doms[0], NetfrontConfig::default(), opts);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hs = spawn_echo(Arc::new(hv.backend_env().unwrap()), vif, stop.clone());
+    let q = nf.queue(0).unwrap();
+    // Ethernet + IPv6 + TCP, 1000 bytes of payload, checksum field garbage.
+    let payload = pattern(1000, 5);
+    let mut f = vec![0u8; 14 + 40 + 20];
+    f[12] = 0x86;
+    f[13] = 0xdd;
+    f[14] = 0x60;
+    let plen = (20 + payload.len()) as u16;
+    f[18..20].copy_from_slice(&plen.to_be_bytes());
+    f[20] = 6;
+    f[21] = 64;
+    f[22..38].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f[38..54].copy_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f[54 + 12] = 0x50;
+    f[54 + 16] = 0xde;
+    f[54 + 17] = 0xad;
+    f.extend_from_slice(&payload);
+    q.send(
+        &f,
+        TxMeta {
+            csum_blank: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // An IPv4 frame with a blank checksum is offloaded instead.
+    let f4 = tcp4_frame(600, 1);
+    q.send(
+        &f4,
+        TxMeta {
+            csum_blank: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Not TCP/UDP: refused rather than sent with a flag netback would choke on.
+    assert_eq!(
+        q.send(
+            &[0u8; 60],
+            TxMeta {
+                csum_blank: true,
+                ..Default::default()
+            }
+        ),
+        Err(TxError::ChecksumUnparsable)
+    );
+    q.flush();
+    let mut buf = vec![0u8; 2000];
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < 2 {
+        if let Some((len, meta)) = q.recv(&mut buf) {
+            got.push((buf[..len].to_vec(), meta));
+            continue;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        q.wait(Some(Duration::from_millis(10)));
+    }
+    let (v6, m6) = &got[0];
+    assert_eq!(
+        netfront::csum::verify(v6),
+        Some(true),
+        "software checksum is right"
+    );
+    assert!(!m6.csum_blank);
+    let (v4, m4) = &got[1];
+    assert!(
+        m4.csum_blank && m4.data_validated,
+        "offloaded to the backend"
+    );
+    let mut filled = v4.clone();
+    assert!(netfront::csum::fill_checksum(&mut filled));
+    assert_eq!(netfront::csum::verify(&filled), Some(true));
+    stop.store(true, Ordering::Relaxed);
+    hs.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(nf.stats().tx_csum_sw, 1);
 }

@@ -25,7 +25,10 @@ fn byte_at(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 11)) as u8
 }
 
-fn run(cfg_a: NetfrontConfig, cfg_b: NetfrontConfig) -> (netfront::CounterSnapshot, netfront::CounterSnapshot) {
+fn run(
+    cfg_a: NetfrontConfig,
+    cfg_b: NetfrontConfig,
+) -> (netfront::CounterSnapshot, netfront::CounterSnapshot) {
     let (hv, doms) = setup(2);
     let (da, db) = (doms[0], doms[1]);
     let benv = Arc::new(hv.backend_env().unwrap());
@@ -88,7 +91,10 @@ fn run(cfg_a: NetfrontConfig, cfg_b: NetfrontConfig) -> (netfront::CounterSnapsh
                     got += n;
                 }
                 if got < TOTAL {
-                    let d = iface.poll_delay(now(), &sockets).map(|d| d.into()).unwrap_or(Duration::from_millis(5));
+                    let d = iface
+                        .poll_delay(now(), &sockets)
+                        .map(|d| d.into())
+                        .unwrap_or(Duration::from_millis(5));
                     qb.wait(Some(d.min(Duration::from_millis(5))));
                 }
             }
@@ -111,7 +117,11 @@ fn run(cfg_a: NetfrontConfig, cfg_b: NetfrontConfig) -> (netfront::CounterSnapsh
             let h = sockets.add(sock);
             sockets
                 .get_mut::<tcp::Socket>(h)
-                .connect(iface.context(), (Ipv4Address::new(10, 0, 0, 2), PORT), 49152)
+                .connect(
+                    iface.context(),
+                    (Ipv4Address::new(10, 0, 0, 2), PORT),
+                    49152,
+                )
                 .unwrap();
             let mut sent = 0usize;
             loop {
@@ -133,7 +143,10 @@ fn run(cfg_a: NetfrontConfig, cfg_b: NetfrontConfig) -> (netfront::CounterSnapsh
                 if sent == TOTAL && sock.send_queue() == 0 {
                     break;
                 }
-                let d = iface.poll_delay(now(), &sockets).map(|d| d.into()).unwrap_or(Duration::from_millis(5));
+                let d = iface
+                    .poll_delay(now(), &sockets)
+                    .map(|d| d.into())
+                    .unwrap_or(Duration::from_millis(5));
                 qa.wait(Some(d.min(Duration::from_millis(5))));
             }
         });
@@ -141,7 +154,10 @@ fn run(cfg_a: NetfrontConfig, cfg_b: NetfrontConfig) -> (netfront::CounterSnapsh
     stop.store(true, Ordering::Relaxed);
     pumps.into_iter().for_each(|p| p.join().unwrap());
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("10 MB over smoltcp TCP in {secs:.2}s ({:.1} Mbit/s)", TOTAL as f64 * 8.0 / secs / 1e6);
+    eprintln!(
+        "10 MB over smoltcp TCP in {secs:.2}s ({:.1} Mbit/s)",
+        TOTAL as f64 * 8.0 / secs / 1e6
+    );
     (nfa.stats(), nfb.stats())
 }
 
@@ -157,7 +173,8 @@ fn iface_for(
     let cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     let mut iface = Interface::new(cfg, q, now);
     iface.update_ip_addrs(|a| {
-        a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24)).unwrap();
+        a.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24))
+            .unwrap();
     });
     iface
 }
@@ -173,7 +190,10 @@ fn tcp_10mb_byte_exact_with_checksum_offload() {
 
 #[test]
 fn tcp_10mb_byte_exact_without_checksum_offload() {
-    let cfg = NetfrontConfig { csum_offload: false, ..Default::default() };
+    let cfg = NetfrontConfig {
+        csum_offload: false,
+        ..Default::default()
+    };
     let (a, b) = run(cfg.clone(), cfg);
     // smoltcp computed every checksum; nothing arrived blank.
     assert_eq!(a.rx_csum_sw + b.rx_csum_sw, 0);

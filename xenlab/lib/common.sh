@@ -9,6 +9,16 @@ XENLAB_CACHE=${XENLAB_CACHE:-$XENLAB_REPO/target/xenlab-cache}
 # on the host runs in dom0 unchanged.
 XENLAB_SUITE=${XENLAB_SUITE:-bookworm}
 XENLAB_MIRROR=${XENLAB_MIRROR:-http://deb.debian.org/debian}
+# Host packages the lab needs (Debian names).
+HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap kmod libxen-dev)
+# dom0 userland on top of minbase: the Xen toolstack, xenstore clients, networking.
+DOM0_INCLUDE=xen-utils-4.17,xenstore-utils,iproute2,bridge-utils,busybox,kmod,procps
+# Bump when cmd_rootfs changes in a way that must rebuild the cached rootfs.
+ROOTFS_RECIPE=1
+# Modules dom0 may load (closure computed with modprobe --show-depends).
+DOM0_MODULES=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback bridge tun veth)
+# Modules the domU loads, in this order.
+DOMU_MODULES=(xen-netfront)
 # CPU niceness of every heavy step: the machine's two cores are shared.
 XENLAB_NICE=${XENLAB_NICE:-10}
 

@@ -169,11 +169,17 @@ pub struct TestFront {
     pub opts: FrontOpts,
 }
 
-fn page_slice(p: &GrantedPage) -> &mut [u8] {
-    // SAFETY: a granted page is 4 KiB of this domain's memory, valid while granted; the
-    // test writes TX pages before publishing them and reads RX pages after the backend
-    // answered, so no access races the backend's copy.
-    unsafe { std::slice::from_raw_parts_mut(p.ptr.as_ptr(), RING_PAGE_SIZE) }
+fn page_read(p: &GrantedPage) -> &[u8] {
+    // SAFETY: a granted page is 4 KiB of this domain's memory, valid while granted; RX
+    // pages are read only after the backend answered, so no access races its copy.
+    unsafe { std::slice::from_raw_parts(p.ptr.as_ptr(), RING_PAGE_SIZE) }
+}
+
+fn page_write(p: &GrantedPage, off: usize, data: &[u8]) {
+    assert!(off + data.len() <= RING_PAGE_SIZE);
+    // SAFETY: in bounds (checked above) of a 4 KiB page of this domain's memory; the
+    // test writes TX pages and ring slots before publishing them.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.ptr.as_ptr().add(off), data.len()) }
 }
 
 impl TestFront {
@@ -319,7 +325,7 @@ impl TestFront {
         let mut reqs = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             let page = &fq.tx_bufs[i];
-            page_slice(page)[..c.len()].copy_from_slice(c);
+            page_write(page, 0, c);
             let mut f = if i == 0 { flags } else { 0 };
             if i + 1 < chunks.len() {
                 f |= NETTXF_MORE_DATA;
@@ -376,7 +382,7 @@ impl TestFront {
     /// Write raw bytes into TX slot `idx` (a hostile frontend).
     pub fn poke_tx_slot(&self, q: usize, idx: u32, bytes: [u8; 12]) {
         let off = 64 + (idx as usize % 256) * 12;
-        page_slice(&self.queues[q].tx_page)[off..off + 12].copy_from_slice(&bytes);
+        page_write(&self.queues[q].tx_page, off, &bytes);
     }
 
     /// Wait for `n` TX responses on queue `q`.
@@ -420,15 +426,9 @@ impl TestFront {
         let mut used_ids = Vec::new();
         loop {
             let rsp = loop {
-                let got = {
-                    let mut it = fq.rx.take_responses().expect("sane rx rsp_prod");
-                    let r = it.next();
-                    let end = it.end();
-                    drop(it);
-                    // Leave unread responses for the next call.
-                    (r, end)
-                };
-                if let (Some(r), _) = got {
+                // Take one response; the rest stay for the next call.
+                let got = fq.rx.take_responses().expect("sane rx rsp_prod").next();
+                if let Some(r) = got {
                     break r;
                 }
                 if Instant::now() >= deadline {
@@ -464,7 +464,7 @@ impl TestFront {
                 let off = rsp.offset as usize;
                 frame
                     .data
-                    .extend_from_slice(&page_slice(page)[off..off + rsp.status as usize]);
+                    .extend_from_slice(&page_read(page)[off..off + rsp.status as usize]);
             }
             if first && rsp.flags & NETRXF_EXTRA_INFO != 0 {
                 expect_extra = true;

@@ -31,7 +31,13 @@ pub struct BackOpts {
 
 impl Default for BackOpts {
     fn default() -> Self {
-        BackOpts { split: true, max_queues: 4, sg: true, gso: true, ipv6_csum: true }
+        BackOpts {
+            split: true,
+            max_queues: 4,
+            sg: true,
+            gso: true,
+            ipv6_csum: true,
+        }
     }
 }
 
@@ -41,11 +47,20 @@ pub fn setup(n: usize) -> (Hypervisor, Vec<DomId>) {
     let dom0 = hv.store(0).expect("dom0 store");
     let mut doms = Vec::new();
     for i in 0..n {
-        let cfg = DomainConfig { name: format!("guest{i}"), ..Default::default() };
+        let cfg = DomainConfig {
+            name: format!("guest{i}"),
+            ..Default::default()
+        };
         let d = hv.create_domain(&cfg).expect("domain");
         add_vif(
             &dom0,
-            &VifConfig { frontend: d, backend: 0, devid: 0, mac: [0, 0x16, 0x3e, 0, 0, d as u8], rate: None },
+            &VifConfig {
+                frontend: d,
+                backend: 0,
+                devid: 0,
+                mac: [0, 0x16, 0x3e, 0, 0, d as u8],
+                rate: None,
+            },
         )
         .expect("add_vif");
         doms.push(d);
@@ -55,7 +70,11 @@ pub fn setup(n: usize) -> (Hypervisor, Vec<DomId>) {
 
 /// Write the backend's features and go to InitWait (what netback's probe does).
 pub fn announce(store: &dyn Store, be: &str, o: &BackOpts) {
-    let w = |k: &str, v: &str| store.write(XBT_NIL, &path_join(be, k), v.as_bytes()).expect("write");
+    let w = |k: &str, v: &str| {
+        store
+            .write(XBT_NIL, &path_join(be, k), v.as_bytes())
+            .expect("write")
+    };
     let b = |x: bool| if x { "1" } else { "0" };
     w("feature-rx-copy", "1");
     w("feature-sg", b(o.sg));
@@ -67,14 +86,22 @@ pub fn announce(store: &dyn Store, be: &str, o: &BackOpts) {
     xenbus_switch_state(store, be, XenbusState::InitWait).expect("InitWait");
 }
 
-pub fn wait_state(store: &dyn Store, dev: &str, pred: impl Fn(XenbusState) -> bool, t: Duration) -> XenbusState {
+pub fn wait_state(
+    store: &dyn Store,
+    dev: &str,
+    pred: impl Fn(XenbusState) -> bool,
+    t: Duration,
+) -> XenbusState {
     let end = Instant::now() + t;
     loop {
         let s = xenbus_read_state(store, dev).unwrap_or(XenbusState::Unknown);
         if pred(s) {
             return s;
         }
-        assert!(Instant::now() < end, "timed out waiting on {dev}: state {s:?}");
+        assert!(
+            Instant::now() < end,
+            "timed out waiting on {dev}: state {s:?}"
+        );
         thread::sleep(Duration::from_millis(1));
     }
 }
@@ -110,22 +137,41 @@ pub fn accept(env: &EmbeddedBackendEnv, frontend: DomId, devid: u32) -> VifBack 
     let store = env.store();
     let be = backend_path(0, frontend, devid);
     let fe = frontend_path(frontend, devid);
-    wait_state(store, &fe, |s| matches!(s, XenbusState::Connected | XenbusState::Initialised), Duration::from_secs(10));
+    wait_state(
+        store,
+        &fe,
+        |s| matches!(s, XenbusState::Connected | XenbusState::Initialised),
+        Duration::from_secs(10),
+    );
     let nq = read_u32(store, XBT_NIL, &path_join(&fe, "multi-queue-num-queues")).unwrap_or(1);
     let mut queues = Vec::new();
     for i in 0..nq {
-        let dir = if nq == 1 { fe.clone() } else { format!("{fe}/queue-{i}") };
+        let dir = if nq == 1 {
+            fe.clone()
+        } else {
+            format!("{fe}/queue-{i}")
+        };
         let r = |k: &str| read_u32(store, XBT_NIL, &path_join(&dir, k)).expect(k);
-        let txm = env.map_grant(frontend, r("tx-ring-ref"), false).expect("map tx");
-        let rxm = env.map_grant(frontend, r("rx-ring-ref"), false).expect("map rx");
+        let txm = env
+            .map_grant(frontend, r("tx-ring-ref"), false)
+            .expect("map tx");
+        let rxm = env
+            .map_grant(frontend, r("rx-ring-ref"), false)
+            .expect("map rx");
         let (tc, rc) = match read_u32(store, XBT_NIL, &path_join(&dir, "event-channel")) {
             Ok(p) => {
                 let c = Arc::new(env.bind_interdomain(frontend, p).expect("bind"));
                 (c.clone(), c)
             }
             Err(_) => (
-                Arc::new(env.bind_interdomain(frontend, r("event-channel-tx")).expect("bind tx")),
-                Arc::new(env.bind_interdomain(frontend, r("event-channel-rx")).expect("bind rx")),
+                Arc::new(
+                    env.bind_interdomain(frontend, r("event-channel-tx"))
+                        .expect("bind tx"),
+                ),
+                Arc::new(
+                    env.bind_interdomain(frontend, r("event-channel-rx"))
+                        .expect("bind rx"),
+                ),
             ),
         };
         use hv::env::MappedPage;
@@ -133,12 +179,25 @@ pub fn accept(env: &EmbeddedBackendEnv, frontend: DomId, devid: u32) -> VifBack 
         // live in the same struct as the ring views.
         let (txr, rxr) = unsafe { (TxBackRing::init(txm.ptr()), RxBackRing::init(rxm.ptr())) };
         queues.push(QueueBack {
-            tx: TxBack { ring: txr, _map: txm, chan: tc },
-            rx: RxBack { ring: rxr, _map: rxm, chan: rc },
+            tx: TxBack {
+                ring: txr,
+                _map: txm,
+                chan: tc,
+            },
+            rx: RxBack {
+                ring: rxr,
+                _map: rxm,
+                chan: rc,
+            },
         });
     }
     xenbus_switch_state(store, &be, XenbusState::Connected).expect("Connected");
-    VifBack { frontend, be, fe, queues }
+    VifBack {
+        frontend,
+        be,
+        fe,
+        queues,
+    }
 }
 
 /// A frame read from a TX ring.
@@ -205,7 +264,11 @@ impl TxBack {
             off += len;
         }
         env.grant_copy(&mut segs);
-        assert!(segs.iter().all(|s| s.status == 0), "grant copy failed: {:?}", segs.iter().map(|s| s.status).collect::<Vec<_>>());
+        assert!(
+            segs.iter().all(|s| s.status == 0),
+            "grant copy failed: {:?}",
+            segs.iter().map(|s| s.status).collect::<Vec<_>>()
+        );
         out.csum_blank = first.flags & NETTXF_CSUM_BLANK != 0;
         out.data_validated = first.flags & NETTXF_DATA_VALIDATED != 0;
         out.gso = gso;
@@ -217,7 +280,10 @@ impl TxBack {
             let is_extra = first.flags & NETTXF_EXTRA_INFO != 0 && k == 1;
             self.ring.set_req_cons(idx.wrapping_add(1));
             let rsp = if is_extra {
-                NetifTxResponse { id: 0, status: NETIF_RSP_NULL }
+                NetifTxResponse {
+                    id: 0,
+                    status: NETIF_RSP_NULL,
+                }
             } else {
                 NetifTxResponse { id: req.id, status }
             };
@@ -270,11 +336,24 @@ impl RxBack {
                     flags |= NETRXF_EXTRA_INFO;
                 }
             }
-            rsps.push(NetifRxResponse { id: req.id, offset: 0, flags, status: len as i16 });
+            rsps.push(NetifRxResponse {
+                id: req.id,
+                offset: 0,
+                flags,
+                status: len as i16,
+            });
             if k == 0 {
                 if let Some((ty, size)) = f.gso {
                     cons = cons.wrapping_add(1);
-                    let e = NetifExtraInfo::new_gso(NetifExtraGso { size, ty, pad: 0, features: 0 }, 0);
+                    let e = NetifExtraInfo::new_gso(
+                        NetifExtraGso {
+                            size,
+                            ty,
+                            pad: 0,
+                            features: 0,
+                        },
+                        0,
+                    );
                     rsps.push(e.to_rx_slot());
                 }
             }
@@ -297,7 +376,14 @@ impl RxBack {
 
 /// Move every frame from `tx` (of guest `from`) to `rx` (of guest `to`) until `stop`.
 /// Applies backpressure: a frame waits in hand until the receiver posts buffers.
-pub fn pump(env: &EmbeddedBackendEnv, mut tx: TxBack, from: DomId, mut rx: RxBack, to: DomId, stop: Arc<AtomicBool>) -> (TxBack, RxBack) {
+pub fn pump(
+    env: &EmbeddedBackendEnv,
+    mut tx: TxBack,
+    from: DomId,
+    mut rx: RxBack,
+    to: DomId,
+    stop: Arc<AtomicBool>,
+) -> (TxBack, RxBack) {
     let mut f = Frame::default();
     let mut held = false;
     while !stop.load(Ordering::Relaxed) {
@@ -335,7 +421,11 @@ pub fn pump(env: &EmbeddedBackendEnv, mut tx: TxBack, from: DomId, mut rx: RxBac
 }
 
 /// Echo every frame of each queue back to the same queue, one thread per queue.
-pub fn spawn_echo(env: Arc<EmbeddedBackendEnv>, vif: VifBack, stop: Arc<AtomicBool>) -> Vec<thread::JoinHandle<()>> {
+pub fn spawn_echo(
+    env: Arc<EmbeddedBackendEnv>,
+    vif: VifBack,
+    stop: Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<()>> {
     let dom = vif.frontend;
     vif.queues
         .into_iter()

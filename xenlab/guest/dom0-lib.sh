@@ -1,0 +1,128 @@
+# shellcheck shell=bash
+# Helpers for scenario scripts running in the lab's dom0 (sourced by dom0-init, and by
+# each scenario's dom0.sh through it). A scenario ends with xenlab_pass or
+# xenlab_fail REASON; returning without either counts as a failure.
+
+XENLAB_RUN=/run/xenlab
+XENLAB_CONSOLE_LOGS=/var/log/xen/console
+
+# xenlab_pass [NOTE]: the scenario passed.
+xenlab_pass() {
+    echo "PASS ${*:-ok}" >"$XENLAB_RUN/verdict"
+    exit 0
+}
+
+# xenlab_fail REASON: the scenario failed.
+xenlab_fail() {
+    echo "FAIL ${*:-failed}" >"$XENLAB_RUN/verdict"
+    exit 1
+}
+
+# xenlab_note TEXT: a line in the scenario's output.
+xenlab_note() { echo "-- $*"; }
+
+# xenlab_domu_create NAME [CFG-LINE...]: start a PV domU running the scenario's domU
+# initramfs (busybox, xen-netfront, the scenario's domu.sh). Extra xl.cfg lines (for
+# example a vif=[...] line) are appended. Kernel arguments of the form xenlab.KEY=VALUE
+# can be given with XENLAB_DOMU_ARGS; domu.sh reads them with xenlab_arg KEY.
+xenlab_domu_create() {
+    local name=$1 cfg="$XENLAB_RUN/$1.cfg"
+    shift
+    {
+        echo "name = \"$name\""
+        echo 'type = "pv"'
+        echo 'kernel = "/xenlab/vmlinuz"'
+        echo "ramdisk = \"$XENLAB_SCENARIO_DIR/domu.cpio.gz\""
+        echo "extra = \"console=hvc0 panic=-1 loglevel=4 ${XENLAB_DOMU_ARGS:-}\""
+        echo 'memory = 160'
+        echo 'vcpus = 1'
+        echo 'on_crash = "preserve"'
+        local line
+        for line in "$@"; do echo "$line"; done
+    } >"$cfg"
+    echo "$name" >>"$XENLAB_RUN/domus"
+    xenlab_note "xl create $name: $*"
+    timeout 120 xl create "$cfg" || xenlab_fail "xl create $name failed"
+}
+
+# xenlab_domid NAME: the domain id of a running domU.
+xenlab_domid() { xl domid "$1"; }
+
+# xenlab_domu_wait NAME MARKER SECONDS: wait until the domU's console log has a line
+# containing MARKER. Fails the scenario early if the domU printed XENLAB-DOMU-FAIL.
+xenlab_domu_wait() {
+    local name=$1 marker=$2 limit=$3 log="$XENLAB_CONSOLE_LOGS/guest-$1.log" i
+    for ((i = 0; i < limit * 2; i++)); do
+        if [ -f "$log" ]; then
+            grep -q -- "$marker" "$log" && return 0
+            if grep -q 'XENLAB-DOMU-FAIL' "$log"; then
+                xenlab_fail "domU $name: $(grep -m1 'XENLAB-DOMU-FAIL' "$log" | tr -d '\r')"
+            fi
+        fi
+        sleep 0.5
+    done
+    return 1
+}
+
+# xenlab_xs_expect PATH VALUE: the xenstore node must hold VALUE.
+xenlab_xs_expect() {
+    local got
+    got=$(xenstore-read "$1" 2>/dev/null) || xenlab_fail "xenstore $1 missing"
+    [ "$got" = "$2" ] || xenlab_fail "xenstore $1 is '$got', expected '$2'"
+}
+
+# xenlab_xs_wait PATH VALUE SECONDS: wait until the node holds VALUE.
+xenlab_xs_wait() {
+    local i
+    for ((i = 0; i < $3 * 2; i++)); do
+        [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+# xenlab_xs_dump PATH: print a xenstore subtree with full paths and permissions.
+xenlab_xs_dump() {
+    echo "== xenstore-ls -fp $1"
+    xenstore-ls -fp "$1" 2>&1
+}
+
+# Run one scenario in a subshell with a time bound; print its output between
+# XENLAB-BEGIN/XENLAB-END and its verdict as XENLAB-RESULT.
+xenlab_run_scenario() {
+    local name=$1 limit=$2 dir="/xenlab/scenarios/$1" t0 rc=0 verdict d
+    rm -f "$XENLAB_RUN/verdict" "$XENLAB_RUN/domus"
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    echo "XENLAB-BEGIN $name"
+    if [ ! -f "$dir/dom0.sh" ]; then
+        echo "FAIL no scenario $name in this dom0" >"$XENLAB_RUN/verdict"
+    else
+        (
+            cd "$dir" || exit 1
+            export XENLAB_SCENARIO=$name XENLAB_SCENARIO_DIR=$dir PATH="$dir/files:$PATH"
+            exec timeout -k 5 "$limit" bash -c '. /xenlab/dom0-lib.sh; . ./dom0.sh'
+        ) || rc=$?
+    fi
+    if [ -f "$XENLAB_RUN/verdict" ]; then
+        verdict=$(cat "$XENLAB_RUN/verdict")
+    elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        verdict="FAIL timed out after ${limit}s"
+    else
+        verdict="FAIL dom0.sh ended without xenlab_pass/xenlab_fail (exit $rc)"
+    fi
+    # Every domU's console, then a clean slate for the next scenario.
+    if [ -f "$XENLAB_RUN/domus" ]; then
+        for d in $(sort -u "$XENLAB_RUN/domus"); do
+            if [ -f "$XENLAB_CONSOLE_LOGS/guest-$d.log" ]; then
+                tr -d '\r' <"$XENLAB_CONSOLE_LOGS/guest-$d.log" | sed "s/^/[domU $d] /"
+            fi
+            timeout 60 xl destroy "$d" >/dev/null 2>&1 || true
+        done
+    fi
+    if [ "${verdict%% *}" != PASS ]; then
+        echo "== dom0 dmesg (last 40 lines)"
+        dmesg | tail -40
+    fi
+    echo "XENLAB-END $name"
+    echo "XENLAB-RESULT $name $verdict (took $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')s)"
+}
