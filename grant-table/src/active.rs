@@ -13,7 +13,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use spin::Mutex;
 
@@ -179,42 +179,62 @@ impl ActiveGrantTable {
 
     /// Take one host pin (read-only or writable) of `gref` for `ldom`.
     fn pin(&self, gref: GrantRef, ldom: DomId, readonly: bool, mapflag: bool) -> Result<u32, i16> {
-        let (act, hdr, frame) = match (
-            self.active.get(gref as usize),
-            self.shared.header(gref),
-            self.shared.frame(gref),
-        ) {
-            (Some(a), Some(h), Some(f)) => (a, h, f),
-            _ => return Err(GNTST_BAD_GNTREF),
-        };
+        let (act, hdr, frame) = self.lookup(gref)?;
         let mut act = act.lock();
-        // Already pinned: only by the same domain, and never past 127 pins of a kind.
-        if act.pin != 0 && (act.domid != ldom || act.pin & PIN_OVERFLOW != 0) {
-            return Err(GNTST_GENERAL_ERROR);
-        }
-        // The shared flags only need touching for the first pin, or for the first
-        // writable pin of an entry pinned read-only so far.
-        if act.pin == 0 || (!readonly && act.pin & (GNTPIN_HSTW_MASK | GNTPIN_DEVW_MASK) == 0) {
-            set_status_v1(hdr, act.pin != 0, readonly, mapflag, ldom)?;
-            if act.pin == 0 {
-                // The Acquire compare-exchange that saw GTF_permit_access orders this
-                // load after the guest's frame store (which preceded its barrier).
-                act.frame = frame.load(Ordering::Relaxed);
-                act.domid = ldom;
-            }
-        }
-        act.pin += if readonly {
-            GNTPIN_HSTR_INC
-        } else {
-            GNTPIN_HSTW_INC
-        };
-        Ok(act.frame)
+        pin_locked(&mut act, hdr, frame, ldom, readonly, mapflag)
     }
 
     /// Drop one host pin of `gref`, clearing the shared bits that no longer hold.
     fn unpin(&self, gref: GrantRef, readonly: bool) -> Result<(), i16> {
         let act = self.active.get(gref as usize).ok_or(GNTST_BAD_HANDLE)?;
         let mut act = act.lock();
+        self.unpin_locked(&mut act, gref, readonly)
+    }
+
+    /// `acquire_grant_for_copy()`, `copy(frame)`, `release_grant_for_copy()` with one
+    /// hold of the active entry's lock: the pin and the shared `GTF_reading` /
+    /// `GTF_writing` bits are exactly what [`Self::acquire_for_copy`] and
+    /// [`Self::release_after_copy`] around `copy` produce, for one lock round trip
+    /// instead of two (the batched copy's hot path). `copy` may run several copies
+    /// from / to the frame (consecutive ops of one batch naming the same grant, as
+    /// Xen's `gnttab_copy_buf_valid` reuses a claimed buffer). It must not touch this
+    /// table: the entry's lock is held while it runs.
+    #[inline]
+    pub fn with_copy_pin<R>(
+        &self,
+        gref: GrantRef,
+        caller: DomId,
+        readonly: bool,
+        copy: impl FnOnce(u32) -> R,
+    ) -> Result<R, i16> {
+        let (act, hdr, frame) = self.lookup(gref)?;
+        let mut act = act.lock();
+        let frame = pin_locked(&mut act, hdr, frame, caller, readonly, false)?;
+        let r = copy(frame);
+        // Cannot fail: the pin was taken just above, under the same lock hold.
+        let _ = self.unpin_locked(&mut act, gref, readonly);
+        Ok(r)
+    }
+
+    /// The active entry, shared header word and frame word of `gref`.
+    #[inline(always)]
+    fn lookup(
+        &self,
+        gref: GrantRef,
+    ) -> Result<(&Mutex<ActiveEntry>, &AtomicU32, &AtomicU32), i16> {
+        match (
+            self.active.get(gref as usize),
+            self.shared.header(gref),
+            self.shared.frame(gref),
+        ) {
+            (Some(a), Some(h), Some(f)) => Ok((a, h, f)),
+            _ => Err(GNTST_BAD_GNTREF),
+        }
+    }
+
+    /// `unpin` with the active entry already locked.
+    #[inline(always)]
+    fn unpin_locked(&self, act: &mut ActiveEntry, gref: GrantRef, readonly: bool) -> Result<(), i16> {
         let (inc, mask) = if readonly {
             (GNTPIN_HSTR_INC, GNTPIN_HSTR_MASK)
         } else {
@@ -240,12 +260,47 @@ impl ActiveGrantTable {
     }
 }
 
+/// `pin` with the active entry already locked: check, set the shared status bits on
+/// the first (writable) pin, latch the frame, count the pin.
+#[inline(always)]
+fn pin_locked(
+    act: &mut ActiveEntry,
+    hdr: &AtomicU32,
+    frame: &AtomicU32,
+    ldom: DomId,
+    readonly: bool,
+    mapflag: bool,
+) -> Result<u32, i16> {
+    // Already pinned: only by the same domain, and never past 127 pins of a kind.
+    if act.pin != 0 && (act.domid != ldom || act.pin & PIN_OVERFLOW != 0) {
+        return Err(GNTST_GENERAL_ERROR);
+    }
+    // The shared flags only need touching for the first pin, or for the first
+    // writable pin of an entry pinned read-only so far.
+    if act.pin == 0 || (!readonly && act.pin & (GNTPIN_HSTW_MASK | GNTPIN_DEVW_MASK) == 0) {
+        set_status_v1(hdr, act.pin != 0, readonly, mapflag, ldom)?;
+        if act.pin == 0 {
+            // The Acquire compare-exchange that saw GTF_permit_access orders this
+            // load after the guest's frame store (which preceded its barrier).
+            act.frame = frame.load(Ordering::Relaxed);
+            act.domid = ldom;
+        }
+    }
+    act.pin += if readonly {
+        GNTPIN_HSTR_INC
+    } else {
+        GNTPIN_HSTW_INC
+    };
+    Ok(act.frame)
+}
+
 /// `_set_status_v1`: check the shared entry (type, domid — unless already pinned —
 /// and read-only-ness) and set `GTF_reading` (and `GTF_writing`) with one
 /// compare-exchange on the flags+domid word, so the guest cannot revoke or retarget
 /// the grant between our check and our update.
+#[inline(always)]
 fn set_status_v1(
-    hdr: &core::sync::atomic::AtomicU32,
+    hdr: &AtomicU32,
     pinned: bool,
     readonly: bool,
     mapflag: bool,

@@ -515,44 +515,59 @@ impl EmbeddedBackendEnv {
         &self.hv
     }
 
-    /// Copy one segment whose foreign domain is `dom`.
+    /// Copy a run of segments that all name grant `segs[0].gref` of `dom` in the same
+    /// direction, under one pin of that grant (as Xen's `gnttab_copy_buf_valid` reuses
+    /// a claimed buffer for consecutive ops on the same grant). Every segment still
+    /// gets its own argument check and status.
     #[inline]
-    fn copy_one(&self, dom: &Domain, seg: &mut CopySeg) {
-        if usize::from(seg.offset) + usize::from(seg.len) > PAGE_SIZE {
-            seg.status = GNTST_BAD_COPY_ARG;
+    fn copy_run(&self, dom: &Domain, segs: &mut [CopySeg]) {
+        let Some(first) = segs.first() else {
             return;
-        }
-        let readonly = seg.dir == CopyDir::FromForeign;
-        let frame = match dom.active.acquire_for_copy(seg.gref, self.dom.domid, readonly) {
-            Ok(f) => f,
-            Err(st) => {
-                seg.status = st;
-                return;
-            }
         };
-        seg.status = match dom.ram.frame_ptr(u64::from(frame)) {
-            Some(page) => {
-                // SAFETY: offset + len <= PAGE_SIZE was checked, so the foreign range is
-                // inside one frame of the granting domain's RAM, pinned for this copy;
-                // `local` is valid for `len` bytes by the CopySeg contract. The ranges
-                // belong to different allocations (backend buffer vs guest RAM).
-                unsafe {
-                    let foreign = page.as_ptr().add(usize::from(seg.offset));
-                    match seg.dir {
-                        CopyDir::FromForeign => {
-                            std::ptr::copy_nonoverlapping(foreign, seg.local, usize::from(seg.len))
-                        }
-                        CopyDir::ToForeign => {
-                            std::ptr::copy_nonoverlapping(seg.local, foreign, usize::from(seg.len))
+        let (gref, dir) = (first.gref, first.dir);
+        let readonly = dir == CopyDir::FromForeign;
+        let pinned = dom
+            .active
+            .with_copy_pin(gref, self.dom.domid, readonly, |frame| {
+                let Some(page) = dom.ram.frame_ptr(u64::from(frame)) else {
+                    // A guest granted a frame number beyond its RAM.
+                    return grant_table::GNTST_BAD_PAGE;
+                };
+                for seg in segs.iter_mut() {
+                    if usize::from(seg.offset) + usize::from(seg.len) > PAGE_SIZE {
+                        seg.status = GNTST_BAD_COPY_ARG;
+                        continue;
+                    }
+                    // SAFETY: offset + len <= PAGE_SIZE was checked, so the foreign range is
+                    // inside one frame of the granting domain's RAM, pinned for this copy;
+                    // `local` is valid for `len` bytes by the CopySeg contract. The ranges
+                    // belong to different allocations (backend buffer vs guest RAM).
+                    unsafe {
+                        let foreign = page.as_ptr().add(usize::from(seg.offset));
+                        match dir {
+                            CopyDir::FromForeign => std::ptr::copy_nonoverlapping(
+                                foreign,
+                                seg.local,
+                                usize::from(seg.len),
+                            ),
+                            CopyDir::ToForeign => std::ptr::copy_nonoverlapping(
+                                seg.local,
+                                foreign,
+                                usize::from(seg.len),
+                            ),
                         }
                     }
+                    seg.status = GNTST_OKAY;
                 }
                 GNTST_OKAY
-            }
-            // A guest granted a frame number beyond its RAM.
-            None => grant_table::GNTST_BAD_PAGE,
+            });
+        let failed = match pinned {
+            Ok(GNTST_OKAY) => return,
+            Ok(st) | Err(st) => st,
         };
-        let _ = dom.active.release_after_copy(seg.gref, readonly);
+        for seg in segs.iter_mut() {
+            seg.status = failed;
+        }
     }
 }
 
@@ -578,15 +593,25 @@ impl BackendEnv for EmbeddedBackendEnv {
     }
 
     fn grant_copy(&self, segs: &mut [CopySeg]) {
-        // Look the foreign domain up once per run of segments for the same domain.
+        // Look the foreign domain up once per run of segments for the same domain, and
+        // pin a grant once per run of segments naming it (small frames packed in one
+        // granted page cost one pin for the lot).
         let mut cached: Option<Arc<Domain>> = None;
-        for seg in segs.iter_mut() {
-            if cached.as_ref().is_none_or(|d| d.domid != seg.domid) {
-                cached = self.hv.domain(seg.domid);
+        let mut rest = segs;
+        while let Some(first) = rest.first() {
+            let (domid, gref, dir) = (first.domid, first.gref, first.dir);
+            let run = rest
+                .iter()
+                .position(|s| s.domid != domid || s.gref != gref || s.dir != dir)
+                .unwrap_or(rest.len());
+            let (head, tail) = rest.split_at_mut(run);
+            rest = tail;
+            if cached.as_ref().is_none_or(|d| d.domid != domid) {
+                cached = self.hv.domain(domid);
             }
             match &cached {
-                Some(dom) => self.copy_one(dom, seg),
-                None => seg.status = GNTST_BAD_DOMAIN,
+                Some(dom) => self.copy_run(dom, head),
+                None => head.iter_mut().for_each(|s| s.status = GNTST_BAD_DOMAIN),
             }
         }
     }

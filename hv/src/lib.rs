@@ -5,6 +5,10 @@ extern crate alloc;
 
 pub mod abi;
 #[cfg(feature = "std")]
+pub mod client;
+#[cfg(feature = "std")]
+pub mod daemon;
+#[cfg(feature = "std")]
 pub mod embedded;
 pub mod env;
 #[cfg(feature = "std")]
@@ -12,4 +16,8 @@ pub mod memory;
 #[cfg(feature = "std")]
 pub mod store;
 pub mod toolstack;
+#[cfg(feature = "std")]
+pub mod wire;
+#[cfg(all(feature = "std", target_os = "linux"))]
+pub mod xen;
 pub mod xenbus;

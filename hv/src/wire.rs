@@ -50,7 +50,8 @@ pub const VIFS_MAX: u32 = 16;
 /// (the first 1 KiB, [`event_channel::EvtchnBitmapPage`]). It plays the part of
 /// `vcpu_info.evtchn_upcall_mask` inverted: a guest that polls its pending bits gets no
 /// system call from the hypervisor. A guest that lies in it only delays its own events.
-pub const EVTCHN_SLEEP_BITMAP_OFFSET: usize = core::mem::size_of::<event_channel::EvtchnBitmapPage>();
+pub const EVTCHN_SLEEP_BITMAP_OFFSET: usize =
+    core::mem::size_of::<event_channel::EvtchnBitmapPage>();
 
 /// `enum xsd_sockmsg_type` (xs_wire.h) and pvnet's extensions.
 pub mod op {
@@ -150,7 +151,12 @@ pub struct Message {
 impl Message {
     /// A message with an empty transaction id.
     pub fn new(ty: u32, req_id: u32, payload: Vec<u8>) -> Self {
-        Self { ty, req_id, tx_id: 0, payload }
+        Self {
+            ty,
+            req_id,
+            tx_id: 0,
+            payload,
+        }
     }
 
     /// The packet: header then payload.
@@ -177,12 +183,20 @@ impl Message {
         let (ty, req_id, tx_id, len) = (word(0), word(1), word(2), word(3));
         let actual = packet.len() - HEADER_LEN;
         if len as usize != actual {
-            return Err(WireError::LengthMismatch { header: len, actual });
+            return Err(WireError::LengthMismatch {
+                header: len,
+                actual,
+            });
         }
         if actual > WIRE_PAYLOAD_MAX {
             return Err(WireError::TooBig(actual));
         }
-        Ok(Self { ty, req_id, tx_id, payload: packet[HEADER_LEN..].to_vec() })
+        Ok(Self {
+            ty,
+            req_id,
+            tx_id,
+            payload: packet[HEADER_LEN..].to_vec(),
+        })
     }
 }
 
@@ -314,13 +328,21 @@ pub fn perm_from_str(s: &str) -> Result<Perm, WireError> {
         Some('r') => PermKind::Read,
         Some('w') => PermKind::Write,
         Some('b') => PermKind::Both,
-        _ => return Err(WireError::BadPayload("permission must start with n, r, w or b")),
+        _ => {
+            return Err(WireError::BadPayload(
+                "permission must start with n, r, w or b",
+            ))
+        }
     };
     let digits = chars.as_str();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(WireError::BadPayload("permission domid is not a decimal number"));
+        return Err(WireError::BadPayload(
+            "permission domid is not a decimal number",
+        ));
     }
-    let domid: DomId = digits.parse().map_err(|_| WireError::BadPayload("permission domid out of range"))?;
+    let domid: DomId = digits
+        .parse()
+        .map_err(|_| WireError::BadPayload("permission domid out of range"))?;
     Ok(Perm { domid, kind })
 }
 
@@ -389,7 +411,13 @@ impl Request {
                 XS_GET_DOMAIN_PATH
             }
             Self::CreateDomain(c) => {
-                v = u32s(&[PROTOCOL_VERSION, c.memory_frames, c.grant_frames, c.max_ports, c.vifs]);
+                v = u32s(&[
+                    PROTOCOL_VERSION,
+                    c.memory_frames,
+                    c.grant_frames,
+                    c.max_ports,
+                    c.vifs,
+                ]);
                 v.extend_from_slice(c.name.as_bytes());
                 HV_CREATE_DOMAIN
             }
@@ -401,7 +429,10 @@ impl Request {
                 v = u32s(&[u32::from(*remote)]);
                 HV_EVTCHN_ALLOC_UNBOUND
             }
-            Self::EvtchnBindInterdomain { remote, remote_port } => {
+            Self::EvtchnBindInterdomain {
+                remote,
+                remote_port,
+            } => {
                 v = u32s(&[u32::from(*remote), *remote_port]);
                 HV_EVTCHN_BIND_INTERDOMAIN
             }
@@ -436,7 +467,9 @@ impl Request {
         let one_path = || -> Result<String, WireError> {
             match split_strings(payload)?.as_slice() {
                 [p] => Ok((*p).to_string()),
-                _ => Err(WireError::BadPayload("expected exactly one NUL-terminated path")),
+                _ => Err(WireError::BadPayload(
+                    "expected exactly one NUL-terminated path",
+                )),
             }
         };
         let path_token = || -> Result<(String, String), WireError> {
@@ -456,10 +489,15 @@ impl Request {
                 let nul = payload
                     .iter()
                     .position(|&b| b == 0)
-                    .ok_or(WireError::BadPayload("XS_WRITE without a NUL after the path"))?;
+                    .ok_or(WireError::BadPayload(
+                        "XS_WRITE without a NUL after the path",
+                    ))?;
                 let path = core::str::from_utf8(&payload[..nul])
                     .map_err(|_| WireError::BadPayload("path is not UTF-8"))?;
-                Self::Write { path: path.to_string(), value: payload[nul + 1..].to_vec() }
+                Self::Write {
+                    path: path.to_string(),
+                    value: payload[nul + 1..].to_vec(),
+                }
             }
             XS_SET_PERMS => {
                 let parts = split_strings(payload)?;
@@ -469,8 +507,14 @@ impl Request {
                 if rest.is_empty() {
                     return Err(WireError::BadPayload("XS_SET_PERMS without permissions"));
                 }
-                let perms = rest.iter().map(|s| perm_from_str(s)).collect::<Result<Vec<_>, _>>()?;
-                Self::SetPerms { path: (*path).to_string(), perms }
+                let perms = rest
+                    .iter()
+                    .map(|s| perm_from_str(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::SetPerms {
+                    path: (*path).to_string(),
+                    perms,
+                }
             }
             XS_WATCH => {
                 let (path, token) = path_token()?;
@@ -482,33 +526,52 @@ impl Request {
             }
             XS_TRANSACTION_START => match payload {
                 [] | [0] => Self::TransactionStart,
-                _ => return Err(WireError::BadPayload("XS_TRANSACTION_START takes an empty string")),
+                _ => {
+                    return Err(WireError::BadPayload(
+                        "XS_TRANSACTION_START takes an empty string",
+                    ))
+                }
             },
             XS_TRANSACTION_END => match split_strings(payload)?.as_slice() {
                 ["T"] => Self::TransactionEnd { commit: true },
                 ["F"] => Self::TransactionEnd { commit: false },
-                _ => return Err(WireError::BadPayload("XS_TRANSACTION_END takes \"T\" or \"F\"")),
+                _ => {
+                    return Err(WireError::BadPayload(
+                        "XS_TRANSACTION_END takes \"T\" or \"F\"",
+                    ))
+                }
             },
             XS_GET_DOMAIN_PATH => {
                 let s = one_path()?;
                 if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(WireError::BadPayload("domid is not a decimal number"));
                 }
-                let domid = s.parse().map_err(|_| WireError::BadPayload("domid out of range"))?;
+                let domid = s
+                    .parse()
+                    .map_err(|_| WireError::BadPayload("domid out of range"))?;
                 Self::GetDomainPath { domid }
             }
             HV_CREATE_DOMAIN => {
-                let [version, memory_frames, grant_frames, max_ports, vifs] = read_u32s::<5>(payload)?;
+                let [version, memory_frames, grant_frames, max_ports, vifs] =
+                    read_u32s::<5>(payload)?;
                 check_version(version)?;
                 let name = core::str::from_utf8(&payload[20..])
                     .map_err(|_| WireError::BadPayload("domain name is not UTF-8"))?;
                 if !valid_domain_name(name) {
-                    return Err(WireError::BadPayload("domain name must be 1-64 printable ASCII characters without spaces"));
+                    return Err(WireError::BadPayload(
+                        "domain name must be 1-64 printable ASCII characters without spaces",
+                    ));
                 }
                 if vifs > VIFS_MAX {
                     return Err(WireError::BadPayload("too many vifs (at most 16)"));
                 }
-                Self::CreateDomain(CreateDomain { name: name.to_string(), memory_frames, grant_frames, max_ports, vifs })
+                Self::CreateDomain(CreateDomain {
+                    name: name.to_string(),
+                    memory_frames,
+                    grant_frames,
+                    max_ports,
+                    vifs,
+                })
             }
             HV_ATTACH_TOOLSTACK => {
                 let [version] = exact::<1>(payload)?;
@@ -517,11 +580,16 @@ impl Request {
             }
             HV_EVTCHN_ALLOC_UNBOUND => {
                 let [remote] = exact::<1>(payload)?;
-                Self::EvtchnAllocUnbound { remote: domid(remote)? }
+                Self::EvtchnAllocUnbound {
+                    remote: domid(remote)?,
+                }
             }
             HV_EVTCHN_BIND_INTERDOMAIN => {
                 let [remote, remote_port] = exact::<2>(payload)?;
-                Self::EvtchnBindInterdomain { remote: domid(remote)?, remote_port }
+                Self::EvtchnBindInterdomain {
+                    remote: domid(remote)?,
+                    remote_port,
+                }
             }
             HV_EVTCHN_CLOSE => {
                 let [port] = exact::<1>(payload)?;
@@ -541,7 +609,10 @@ impl Request {
             }
             HV_NETWORK_DETACH => {
                 let [d, devid] = exact::<2>(payload)?;
-                Self::NetworkDetach { domid: domid(d)?, devid }
+                Self::NetworkDetach {
+                    domid: domid(d)?,
+                    devid,
+                }
             }
             other => return Err(WireError::UnknownType(other)),
         })
@@ -551,7 +622,9 @@ impl Request {
 /// Exactly `N` `u32`s and nothing else.
 fn exact<const N: usize>(p: &[u8]) -> Result<[u32; N], WireError> {
     if p.len() != N * 4 {
-        return Err(WireError::BadPayload("wrong payload size for this message type"));
+        return Err(WireError::BadPayload(
+            "wrong payload size for this message type",
+        ));
     }
     read_u32s::<N>(p)
 }
@@ -560,7 +633,9 @@ fn check_version(v: u32) -> Result<(), WireError> {
     if v == PROTOCOL_VERSION {
         Ok(())
     } else {
-        Err(WireError::BadPayload("protocol version mismatch: client and daemon are different pvnet builds"))
+        Err(WireError::BadPayload(
+            "protocol version mismatch: client and daemon are different pvnet builds",
+        ))
     }
 }
 
@@ -636,12 +711,24 @@ pub struct DomainCreated {
 impl DomainCreated {
     /// Payload bytes.
     pub fn encode(&self) -> Vec<u8> {
-        u32s(&[u32::from(self.domid), self.memory_frames, self.grant_frames, self.nr_grant_entries, self.max_ports])
+        u32s(&[
+            u32::from(self.domid),
+            self.memory_frames,
+            self.grant_frames,
+            self.nr_grant_entries,
+            self.max_ports,
+        ])
     }
     /// Parse a payload.
     pub fn decode(p: &[u8]) -> Result<Self, WireError> {
         let [d, memory_frames, grant_frames, nr_grant_entries, max_ports] = exact::<5>(p)?;
-        Ok(Self { domid: domid(d)?, memory_frames, grant_frames, nr_grant_entries, max_ports })
+        Ok(Self {
+            domid: domid(d)?,
+            memory_frames,
+            grant_frames,
+            nr_grant_entries,
+            max_ports,
+        })
     }
 }
 
@@ -701,11 +788,20 @@ pub struct VifStatus {
 
 /// Tabs and newlines separate fields and records; keep them out of free text.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c == '\t' || c == '\n' || c == '\0' { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if c == '\t' || c == '\n' || c == '\0' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn field<T: core::str::FromStr>(f: Option<&str>) -> Result<T, WireError> {
-    f.and_then(|s| s.parse().ok()).ok_or(WireError::BadPayload("bad field in listing"))
+    f.and_then(|s| s.parse().ok())
+        .ok_or(WireError::BadPayload("bad field in listing"))
 }
 
 /// Encode a listing: one record per line, fields separated by tabs.
@@ -713,14 +809,23 @@ pub fn encode_domains(list: &[DomainSummary]) -> Vec<u8> {
     let mut s = String::new();
     for d in list {
         let pid = d.pid.map_or(String::from("-"), |p| p.to_string());
-        let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}", clean(&d.name), d.domid, d.memory_frames, d.vifs, pid);
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}",
+            clean(&d.name),
+            d.domid,
+            d.memory_frames,
+            d.vifs,
+            pid
+        );
     }
     s.into_bytes()
 }
 
 /// Parse [`encode_domains`]'s output.
 pub fn decode_domains(p: &[u8]) -> Result<Vec<DomainSummary>, WireError> {
-    let text = core::str::from_utf8(p).map_err(|_| WireError::BadPayload("listing is not UTF-8"))?;
+    let text =
+        core::str::from_utf8(p).map_err(|_| WireError::BadPayload("listing is not UTF-8"))?;
     text.lines()
         .map(|line| {
             let mut f = line.split('\t');
@@ -732,7 +837,13 @@ pub fn decode_domains(p: &[u8]) -> Result<Vec<DomainSummary>, WireError> {
                 Some("-") => None,
                 other => Some(field(other)?),
             };
-            Ok(DomainSummary { name, domid, memory_frames, vifs, pid })
+            Ok(DomainSummary {
+                name,
+                domid,
+                memory_frames,
+                vifs,
+                pid,
+            })
         })
         .collect()
 }
@@ -763,7 +874,8 @@ pub fn encode_vifs(list: &[VifStatus]) -> Vec<u8> {
 
 /// Parse [`encode_vifs`]'s output.
 pub fn decode_vifs(p: &[u8]) -> Result<Vec<VifStatus>, WireError> {
-    let text = core::str::from_utf8(p).map_err(|_| WireError::BadPayload("listing is not UTF-8"))?;
+    let text =
+        core::str::from_utf8(p).map_err(|_| WireError::BadPayload("listing is not UTF-8"))?;
     text.lines()
         .map(|line| {
             let mut f = line.split('\t');
@@ -791,7 +903,12 @@ mod tests {
 
     #[test]
     fn header_layout_is_xsd_sockmsg() {
-        let m = Message { ty: XS_READ, req_id: 7, tx_id: 3, payload: b"/a\0".to_vec() };
+        let m = Message {
+            ty: XS_READ,
+            req_id: 7,
+            tx_id: 3,
+            payload: b"/a\0".to_vec(),
+        };
         let b = m.encode();
         assert_eq!(&b[..16], &[2, 0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 3, 0, 0, 0]);
         assert_eq!(Message::decode(&b), Ok(m));
@@ -801,17 +918,35 @@ mod tests {
     fn length_must_match_packet() {
         let mut b = Message::new(XS_READ, 1, b"/a\0".to_vec()).encode();
         b.push(0);
-        assert!(matches!(Message::decode(&b), Err(WireError::LengthMismatch { .. })));
+        assert!(matches!(
+            Message::decode(&b),
+            Err(WireError::LengthMismatch { .. })
+        ));
         assert_eq!(Message::decode(&b[..10]), Err(WireError::Truncated(10)));
     }
 
     #[test]
     fn write_value_may_contain_nuls_and_perms_round_trip() {
-        let r = Request::Write { path: "/x".into(), value: b"a\0b".to_vec() };
+        let r = Request::Write {
+            path: "/x".into(),
+            value: b"a\0b".to_vec(),
+        };
         let (ty, p) = r.encode();
         assert_eq!(Request::decode(ty, &p), Ok(r));
-        let perms = vec![Perm { domid: 3, kind: PermKind::None }, Perm { domid: 0, kind: PermKind::Both }];
-        let r = Request::SetPerms { path: "/x".into(), perms };
+        let perms = vec![
+            Perm {
+                domid: 3,
+                kind: PermKind::None,
+            },
+            Perm {
+                domid: 0,
+                kind: PermKind::Both,
+            },
+        ];
+        let r = Request::SetPerms {
+            path: "/x".into(),
+            perms,
+        };
         let (ty, p) = r.encode();
         assert_eq!(p, b"/x\0n3\0b0\0");
         assert_eq!(Request::decode(ty, &p), Ok(r));
@@ -826,7 +961,10 @@ mod tests {
         assert!(Request::decode(HV_EVTCHN_CLOSE, &[1, 2, 3]).is_err());
         assert!(Request::decode(HV_DESTROY_DOMAIN, &u32s(&[70000])).is_err());
         assert!(Request::decode(XS_READ, &[b'a'; 5000]).is_err());
-        assert_eq!(Request::decode(0x1234, &[]), Err(WireError::UnknownType(0x1234)));
+        assert_eq!(
+            Request::decode(0x1234, &[]),
+            Err(WireError::UnknownType(0x1234))
+        );
         let mut bad_name = u32s(&[PROTOCOL_VERSION, 1, 1, 1, 0]);
         bad_name.extend_from_slice(b"a b");
         assert!(Request::decode(HV_CREATE_DOMAIN, &bad_name).is_err());
@@ -837,8 +975,20 @@ mod tests {
     #[test]
     fn listings_round_trip() {
         let d = vec![
-            DomainSummary { name: "a".into(), domid: 1, memory_frames: 10, vifs: 2, pid: Some(42) },
-            DomainSummary { name: "Domain-0".into(), domid: 0, memory_frames: 64, vifs: 0, pid: None },
+            DomainSummary {
+                name: "a".into(),
+                domid: 1,
+                memory_frames: 10,
+                vifs: 2,
+                pid: Some(42),
+            },
+            DomainSummary {
+                name: "Domain-0".into(),
+                domid: 0,
+                memory_frames: 64,
+                vifs: 0,
+                pid: None,
+            },
         ];
         assert_eq!(decode_domains(&encode_domains(&d)), Ok(d));
         let v = vec![VifStatus {

@@ -6,8 +6,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The frame sizes measured by default, in bytes of Ethernet frame (header included, no
-/// FCS): minimum frame, standard MTU frame, jumbo frame, and a 64 KiB GSO super-frame.
-pub const DEFAULT_SIZES: [u32; 4] = [64, 1514, 9014, 65536];
+/// FCS): minimum frame, standard MTU frame, jumbo frame, and the largest GSO
+/// super-frame one netif packet can carry. The last is 65535, not 65536: the first TX
+/// slot's `netif_tx_request.size` is a `uint16_t` (`XEN_NETIF_MAX_TX_SIZE` = 0xFFFF),
+/// so a full 64 KiB frame cannot cross the ring. The limit and the peers use the same
+/// sizes so every ratio compares like with like.
+pub const DEFAULT_SIZES: [u32; 4] = [64, 1514, 9014, 65535];
 
 /// The queue-pair counts measured by default (`multi-queue-num-queues` of the vif).
 pub const DEFAULT_QUEUES: [u16; 2] = [1, 2];

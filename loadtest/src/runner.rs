@@ -44,6 +44,8 @@ pub const MAX_AUTO_CELL: Duration = Duration::from_secs(5);
 pub struct PlannedCell {
     /// Index of the workload in the registry.
     pub workload: usize,
+    /// Time the cell spends outside its window ([`crate::Workload::setup_cost`]).
+    pub setup_cost: Duration,
     /// What to measure.
     pub config: CellConfig,
     /// `Err` if the workload cannot measure this cell.
@@ -91,6 +93,7 @@ impl Plan {
                 let support = w.check(&config);
                 cells.push(PlannedCell {
                     workload: index,
+                    setup_cost: w.setup_cost(),
                     config,
                     support,
                 });
@@ -111,11 +114,20 @@ impl Plan {
         }
     }
 
-    /// The window that makes the runnable cells fill `budget`, within
-    /// [`MIN_AUTO_CELL`]..=[`MAX_AUTO_CELL`].
+    /// Set-up time of the runnable cells, summed.
+    pub fn setup_cost(&self) -> Duration {
+        self.cells
+            .iter()
+            .filter(|c| c.support.is_ok())
+            .map(|c| c.setup_cost)
+            .sum()
+    }
+
+    /// The window that makes the runnable cells fill `budget`, set-up included,
+    /// within [`MIN_AUTO_CELL`]..=[`MAX_AUTO_CELL`].
     pub fn auto_duration(&self, budget: Duration) -> Duration {
         let n = u32::try_from(self.runnable().max(1)).unwrap_or(u32::MAX);
-        (budget / n).clamp(MIN_AUTO_CELL, MAX_AUTO_CELL)
+        (budget.saturating_sub(self.setup_cost()) / n).clamp(MIN_AUTO_CELL, MAX_AUTO_CELL)
     }
 }
 

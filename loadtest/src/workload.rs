@@ -132,6 +132,12 @@ pub trait Workload: Send + Sync {
         Ok(())
     }
 
+    /// Time one cell spends outside its measurement window (set-up, drain, teardown),
+    /// so the automatic per-cell window can leave room for it within the budget.
+    fn setup_cost(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Measures one cell. Call [`Control::begin`] when set-up is done and the window
     /// opens; stop once [`Control::should_stop`] turns true; verify what was received.
     fn run(&self, cell: &CellConfig, ctl: &Control) -> Result<Measurement, WorkloadError>;

@@ -96,39 +96,6 @@ fn peers_run_writes_plausible_json_table_and_svg() {
 }
 
 #[test]
-fn pvnet_cells_are_listed_as_unsupported_with_a_reason() {
-    let dir = out_dir("pvnet");
-    let d = dir.to_str().expect("utf-8 temp dir");
-    let out = loadtest(&[
-        "--only",
-        "pvnet",
-        "--queues",
-        "1,2",
-        "--out",
-        d,
-        "--no-plot",
-    ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = read_report(&dir);
-    // Full matrix: 4 sizes × 4 directions × 2 queue counts.
-    assert_eq!(report.cells.len(), 32);
-    for c in &report.cells {
-        assert_eq!(c.series, "pvnet");
-        assert_eq!(c.status, Status::Unsupported);
-        assert!(c.reason.as_deref().is_some_and(|r| r.contains("not wired")));
-        assert!(c.direction.is_some());
-    }
-    assert!(!dir.join(SVG_FILE).exists(), "--no-plot writes no SVG");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("pvnet (32 cells): unsupported"), "{stdout}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
 fn json_only_prints_the_document() {
     let dir = out_dir("json");
     let d = dir.to_str().expect("utf-8 temp dir");
@@ -172,7 +139,7 @@ fn bad_options_are_refused_with_status_2() {
 
 #[test]
 fn list_shows_series_and_cells_without_running() {
-    let out = loadtest(&["list", "--sizes", "64", "--queues", "1"]);
+    let out = loadtest(&["list", "--sizes", "32,64", "--queues", "1"]);
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
     for name in [
@@ -182,10 +149,13 @@ fn list_shows_series_and_cells_without_running() {
         SPIN_PINGPONG,
         EVENTFD_PINGPONG,
         "pvnet",
+        "pvnet-evtchn",
+        "pvnet-poll",
     ] {
         assert!(s.contains(name), "list lacks {name}: {s}");
     }
-    assert!(s.contains("64B guest→dom0 1q  [unsupported"), "{s}");
+    assert!(s.contains("\n  64B guest→dom0 1q\n"), "{s}");
+    assert!(s.contains("32B guest→dom0 1q  [unsupported: 32 B is below ETH_ZLEN"), "{s}");
 }
 
 #[test]

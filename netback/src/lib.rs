@@ -23,8 +23,10 @@ pub use counters::CountersSnapshot;
 pub use error::{DisableReason, DropReason, FatalError, NetbackError};
 pub use frame::{Frame, FrameBatch, Gso, GsoType, OffloadMeta};
 pub use port::{Port, Reflector, Sink, Source, Switch, VifId, VifLink};
+pub use port::{TapPort, TapPortConfig};
 
 // The TAP port and its virtio-net header / offload helpers (owned by the tap work).
 pub mod offload;
+pub mod pcap;
 pub mod tap;
 pub mod virtio_net_hdr;

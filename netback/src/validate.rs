@@ -87,6 +87,36 @@ pub fn parse_tx_packet(
     }
     let first = fetch(0);
     slots.push(first);
+
+    // The common small frame: one slot, no extras. The general walk below reduces to
+    // exactly these checks for it; answering here skips its bookkeeping.
+    if first.flags & (NETTXF_EXTRA_INFO | NETTXF_MORE_DATA) == 0 {
+        let size = first.size;
+        let verdict = if usize::from(size) < ETH_HLEN {
+            TxVerdict::Drop(DropReason::ShortFrame(size))
+        } else if usize::from(first.offset) + usize::from(size) > RING_PAGE_SIZE {
+            return Err(FatalError::CrossPage {
+                offset: first.offset,
+                size: u32::from(size),
+            });
+        } else {
+            TxVerdict::Packet {
+                len: size,
+                first_size: size,
+                meta: OffloadMeta {
+                    csum_blank: first.flags & NETTXF_CSUM_BLANK != 0,
+                    data_validated: first.flags & NETTXF_DATA_VALIDATED != 0,
+                    gso: None,
+                },
+            }
+        };
+        return Ok(TxParsed {
+            nslots: 1,
+            extra_count: 0,
+            verdict,
+        });
+    }
+
     let mut used: u32 = 1;
 
     // xenvif_get_extras: a chain of extra-info slots, each naming its type.

@@ -83,7 +83,8 @@ impl Connection {
             p.mac,
             queues.iter().map(|q| q.inbound.clone()).collect(),
             p.counters.clone(),
-        ));
+        )
+        .with_features(cfg.features));
         let shared = Arc::new(ConnShared {
             id: p.id,
             frontend: fe,

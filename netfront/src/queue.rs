@@ -16,6 +16,10 @@ use crate::tx::TxQueue;
 /// the other.
 const SPLIT_WAIT_SLICE: Duration = Duration::from_millis(1);
 
+/// Default [`crate::NetfrontConfig::busy_poll`]: a few tens of microseconds of polling,
+/// longer than the backend takes for one batch, shorter than a scheduler tick.
+pub const DEFAULT_BUSY_POLL: u32 = 2048;
+
 /// One TX/RX ring pair of a vif (`struct netfront_queue`).
 pub struct Queue<C> {
     index: u16,
@@ -27,6 +31,7 @@ pub struct Queue<C> {
     split: bool,
     counters: Arc<QueueCounters>,
     mtu: usize,
+    busy_poll: u32,
 }
 
 impl<C: EventChannel> Queue<C> {
@@ -48,7 +53,29 @@ impl<C: EventChannel> Queue<C> {
             split,
             counters,
             mtu: 1514,
+            busy_poll: DEFAULT_BUSY_POLL,
         }
+    }
+
+    /// Poll rounds before the waits sleep (see [`crate::NetfrontConfig::busy_poll`]).
+    pub fn set_busy_poll(&mut self, rounds: u32) {
+        self.busy_poll = rounds;
+    }
+
+    /// Poll `ready` up to `busy_poll` rounds; true as soon as it holds. Only reads of
+    /// the shared ring indices: the backend's cache line is not written while polling.
+    #[inline]
+    fn poll(&self, timeout: Option<Duration>, ready: impl Fn(&Self) -> bool) -> bool {
+        if timeout == Some(Duration::ZERO) {
+            return false;
+        }
+        for _ in 0..self.busy_poll {
+            if ready(self) {
+                return true;
+            }
+            core::hint::spin_loop();
+        }
+        false
     }
 
     /// The largest frame the smoltcp device sends and expects (Ethernet header
@@ -197,6 +224,10 @@ impl<C: EventChannel> Queue<C> {
     /// or work is already there.
     pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
         self.prepare_sleep();
+        if self.poll(timeout, |q| q.rx.has_pending() || (q.tx.in_flight() > 0 && q.tx.has_responses())) {
+            self.tx.reclaim();
+            return true;
+        }
         if self.rx.final_check() {
             return true;
         }
@@ -217,6 +248,9 @@ impl<C: EventChannel> Queue<C> {
     /// Sleep until a frame arrives (TX completions do not wake this).
     pub fn wait_rx(&mut self, timeout: Option<Duration>) -> bool {
         self.prepare_sleep();
+        if self.poll(timeout, |q| q.rx.has_pending()) {
+            return true;
+        }
         if self.rx.final_check() {
             return true;
         }
@@ -230,6 +264,10 @@ impl<C: EventChannel> Queue<C> {
     /// Sleep until TX responses come back (e.g. after [`TxError::Busy`]).
     pub fn wait_tx(&mut self, timeout: Option<Duration>) -> bool {
         self.prepare_sleep();
+        if self.tx.in_flight() > 0 && self.poll(timeout, |q| q.tx.has_responses()) {
+            self.tx.reclaim();
+            return true;
+        }
         if self.arm_tx() {
             return true;
         }

@@ -430,6 +430,13 @@ impl<C: EventChannel> TxQueue<C> {
         n
     }
 
+    /// Responses are waiting to be reclaimed (`RING_HAS_UNCONSUMED_RESPONSES`; a read
+    /// of the backend's `rsp_prod`, nothing written).
+    #[inline]
+    pub(crate) fn has_responses(&self) -> bool {
+        self.ring.has_unconsumed_responses()
+    }
+
     /// Ask for a notification on the next response (`RING_FINAL_CHECK_FOR_RESPONSES`);
     /// true if responses are already there.
     pub(crate) fn final_check(&mut self) -> bool {

@@ -9,7 +9,7 @@
 #   build.sh rootfs   OUT            debootstrap minbase dom0 userland, trimmed
 #   build.sh dom0-extra KERNEL OUT   cpio: dom0 /init, lab helpers, Xen modules, domU kernel
 #   build.sh domu-base  KERNEL OUT   cpio: busybox domU userland with xen-netfront
-#   build.sh cpio DIR OUT            pack DIR as a gzip'ed newc cpio
+#   build.sh cpio DIR OUT [FILTER]   pack DIR as a newc cpio (FILTER default: gzip -1)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -128,6 +128,9 @@ cmd_dom0_extra() {
     copy_modules "$kdir" "$stage/usr" "${DOM0_MODULES[@]}" >/dev/null
     cp "$kdir/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$stage/usr/lib/modules/$kver/"
     depmod -b "$stage/usr" "$kver"
+    # minbase has no ping; Debian's busybox (in the rootfs) has one, but no applet links.
+    mkdir -p "$stage/xenlab/bin"
+    for applet in ping arping nc; do ln -s /bin/busybox "$stage/xenlab/bin/$applet"; done
     install -m 755 "$XENLAB_DIR/guest/dom0-init" "$stage/init"
     install -m 644 "$XENLAB_DIR/guest/dom0-lib.sh" "$stage/xenlab/dom0-lib.sh"
     # The domU boots the same kernel.
@@ -148,20 +151,23 @@ cmd_domu_base() {
     copy_modules "$kdir" "$stage" "${DOMU_MODULES[@]}" >"$stage/etc/xenlab-modules"
     install -m 755 "$XENLAB_DIR/guest/domu-init" "$stage/init"
     install -m 644 "$XENLAB_DIR/guest/domu-lib.sh" "$stage/etc/xenlab-lib.sh"
-    pack_dir "$stage" "$out"
+    # Uncompressed: each run appends its scenario and compresses the whole once, since
+    # libxc's ramdisk loader inflates only a single gzip stream.
+    pack_dir "$stage" "$out" cat
     rm -rf "$stage"
 }
 
 # Pack a directory as a newc cpio, gzip -1 (fast to make; the kernel unpacks several
 # concatenated archives in order, later files overriding earlier ones).
 pack_dir() {
-    local dir=$1 out=$2
+    local dir=$1 out=$2 filter=${3:-gzip -1}
+    # shellcheck disable=SC2086 # the filter is a command with arguments
     (cd "$dir" && find . -mindepth 1 | LC_ALL=C sort | nice -n "$XENLAB_NICE" cpio -o -H newc --quiet |
-        nice -n "$XENLAB_NICE" gzip -1) >"$out.tmp"
+        nice -n "$XENLAB_NICE" $filter) >"$out.tmp"
     mv "$out.tmp" "$out"
 }
 
-cmd_cpio() { pack_dir "$1" "$2"; }
+cmd_cpio() { pack_dir "$@"; }
 
 sub=${1:-}
 shift || true

@@ -45,8 +45,14 @@ impl SleepBits {
         // `dom`, which this value keeps alive; the bitmap's 64 words (512 bytes) start
         // at byte 1024 and end inside the page; every access is atomic.
         let bits = unsafe {
-            let p = page.as_ptr().add(EVTCHN_SLEEP_BITMAP_OFFSET).cast::<std::sync::atomic::AtomicU64>();
-            SharedBits::from_raw(NonNull::new_unchecked(p), nports.min(event_channel::EVTCHN_2L_NR_CHANNELS))
+            let p = page
+                .as_ptr()
+                .add(EVTCHN_SLEEP_BITMAP_OFFSET)
+                .cast::<std::sync::atomic::AtomicU64>();
+            SharedBits::from_raw(
+                NonNull::new_unchecked(p),
+                nports.min(event_channel::EVTCHN_2L_NR_CHANNELS),
+            )
         };
         Self { bits, _dom: dom }
     }
@@ -63,7 +69,12 @@ pub(crate) struct GuestKick {
 
 impl GuestKick {
     pub(crate) fn new(sleep: Arc<SleepBits>, port: Port, eventfd: EventFd) -> Self {
-        Self { sleep, port: port as usize, eventfd, writes: AtomicU64::new(0) }
+        Self {
+            sleep,
+            port: port as usize,
+            eventfd,
+            writes: AtomicU64::new(0),
+        }
     }
 }
 
@@ -79,6 +90,9 @@ impl Notifier for GuestKick {
     }
 }
 
+/// A watched port: its domain, its number and its send eventfd.
+type WatchedPort = (DomId, Port, Arc<EventFd>);
+
 /// The thread that turns guests' send-eventfd writes into `EVTCHNOP_send`.
 pub(crate) struct SendPump {
     shared: Arc<PumpShared>,
@@ -91,7 +105,7 @@ struct PumpShared {
     stopping: AtomicBool,
     hub: Arc<EventChannels>,
     /// epoll key → (domain, port, the send eventfd).
-    ports: Mutex<HashMap<u64, (DomId, Port, Arc<EventFd>)>>,
+    ports: Mutex<HashMap<u64, WatchedPort>>,
     sends: AtomicU64,
 }
 
@@ -123,15 +137,24 @@ impl SendPump {
             sends: AtomicU64::new(0),
         });
         let s = shared.clone();
-        let thread = std::thread::Builder::new().name("hv-evtchn-send".into()).spawn(move || s.run())?;
-        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
+        let thread = std::thread::Builder::new()
+            .name("hv-evtchn-send".into())
+            .spawn(move || s.run())?;
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Start turning writes of `send` into sends on `dom`'s `port`.
     pub(crate) fn register(&self, dom: DomId, port: Port, send: EventFd) -> io::Result<()> {
         let k = key(dom, port);
         let send = Arc::new(send);
-        let mut ports = self.shared.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ports = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some((_, _, old)) = ports.remove(&k) {
             let _ = epoll_del(&self.shared.epoll, old.as_raw_fd());
         }
@@ -142,7 +165,11 @@ impl SendPump {
 
     /// Stop watching `dom`'s `port`; its send eventfd is closed.
     pub(crate) fn unregister(&self, dom: DomId, port: Port) {
-        let mut ports = self.shared.ports.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ports = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some((_, _, fd)) = ports.remove(&key(dom, port)) {
             let _ = epoll_del(&self.shared.epoll, fd.as_raw_fd());
         }
@@ -155,16 +182,29 @@ impl SendPump {
 
     /// Ports watched.
     pub(crate) fn watched(&self) -> usize {
-        self.shared.ports.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub(crate) fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         let _ = self.shared.stop.signal();
-        if let Some(t) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             let _ = t.join();
         }
-        self.shared.ports.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -181,12 +221,22 @@ impl PumpShared {
         let mut events: [libc::epoll_event; MAX_EVENTS] = unsafe { std::mem::zeroed() };
         while !self.stopping.load(Ordering::Acquire) {
             // SAFETY: `events` is a live array of MAX_EVENTS entries.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), MAX_EVENTS as i32, -1) };
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    MAX_EVENTS as i32,
+                    -1,
+                )
+            };
             if n < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                log::error!("hv daemon: epoll_wait failed: {}", io::Error::last_os_error());
+                log::error!(
+                    "hv daemon: epoll_wait failed: {}",
+                    io::Error::last_os_error()
+                );
                 return;
             }
             for ev in &events[..n as usize] {
@@ -194,9 +244,16 @@ impl PumpShared {
                 if k == STOP_KEY {
                     continue;
                 }
-                let entry = self.ports.lock().unwrap_or_else(PoisonError::into_inner).get(&k).cloned();
+                let entry = self
+                    .ports
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&k)
+                    .cloned();
                 // Unregistered since epoll reported it: nothing to do.
-                let Some((dom, port, fd)) = entry else { continue };
+                let Some((dom, port, fd)) = entry else {
+                    continue;
+                };
                 // Drain first, then send: a write landing after the drain is seen by
                 // the next epoll_wait, so no notify is lost.
                 if matches!(fd.drain(), Ok(c) if c > 0) {
@@ -211,7 +268,10 @@ impl PumpShared {
 }
 
 fn epoll_add(ep: &OwnedFd, fd: i32, key: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: key };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: key,
+    };
     // SAFETY: `ev` is a live epoll_event; both descriptors are valid.
     if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
         return Err(io::Error::last_os_error());
@@ -221,7 +281,15 @@ fn epoll_add(ep: &OwnedFd, fd: i32, key: u64) -> io::Result<()> {
 
 fn epoll_del(ep: &OwnedFd, fd: i32) -> io::Result<()> {
     // SAFETY: DEL ignores the event pointer on modern kernels; a null is allowed.
-    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) } < 0 {
+    if unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())

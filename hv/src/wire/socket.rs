@@ -48,7 +48,8 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 
 fn new_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers; the result is checked and owned below.
-    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -62,7 +63,11 @@ fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("socket path {} must be 1-{} bytes without NUL", path.display(), addr.sun_path.len() - 1),
+            format!(
+                "socket path {} must be 1-{} bytes without NUL",
+                path.display(),
+                addr.sun_path.len() - 1
+            ),
         ));
     }
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
@@ -86,7 +91,13 @@ impl SeqPacket {
         let (addr, len) = sockaddr(path)?;
         loop {
             // SAFETY: `addr` is a valid sockaddr_un of `len` bytes, alive for the call.
-            let r = unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) };
+            let r = unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    len,
+                )
+            };
             if r == 0 {
                 return Ok(Self { fd });
             }
@@ -101,9 +112,25 @@ impl SeqPacket {
     pub fn pair() -> io::Result<(Self, Self)> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: socketpair writes two descriptors into the live array.
-        cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+        cvt(unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        })?;
         // SAFETY: both descriptors are fresh and owned by nobody else.
-        Ok(unsafe { (Self { fd: OwnedFd::from_raw_fd(fds[0]) }, Self { fd: OwnedFd::from_raw_fd(fds[1]) }) })
+        Ok(unsafe {
+            (
+                Self {
+                    fd: OwnedFd::from_raw_fd(fds[0]),
+                },
+                Self {
+                    fd: OwnedFd::from_raw_fd(fds[1]),
+                },
+            )
+        })
     }
 
     /// Adopt a connected seqpacket descriptor.
@@ -119,14 +146,23 @@ impl SeqPacket {
     /// Send one packet with `fds` attached (at most [`MAX_FDS`]).
     pub fn send(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         if fds.len() > MAX_FDS {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors for one message"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many descriptors for one message",
+            ));
         }
-        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
         // SAFETY: msghdr is plain old data; zero is a valid starting value.
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        let mut cbuf = CmsgBuf { _align: [], buf: [0; 64] };
+        let mut cbuf = CmsgBuf {
+            _align: [],
+            buf: [0; 64],
+        };
         if !fds.is_empty() {
             let payload = (fds.len() * size_of::<RawFd>()) as libc::c_uint;
             // SAFETY: CMSG_SPACE is a pure size computation.
@@ -154,7 +190,10 @@ impl SeqPacket {
                 return if n as usize == data.len() {
                     Ok(())
                 } else {
-                    Err(io::Error::new(io::ErrorKind::WriteZero, "short seqpacket send"))
+                    Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "short seqpacket send",
+                    ))
                 };
             }
             let e = io::Error::last_os_error();
@@ -174,12 +213,18 @@ impl SeqPacket {
     /// any that were sent (and `truncated` is set).
     pub fn recv(&self, accept_fds: bool) -> io::Result<Option<Received>> {
         let mut data = vec![0u8; PACKET_MAX + 1];
-        let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
         // SAFETY: msghdr is plain old data.
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        let mut cbuf = CmsgBuf { _align: [], buf: [0; 64] };
+        let mut cbuf = CmsgBuf {
+            _align: [],
+            buf: [0; 64],
+        };
         if accept_fds {
             msg.msg_control = cbuf.buf.as_mut_ptr().cast();
             msg.msg_controllen = cbuf.buf.len() as _;
@@ -216,11 +261,31 @@ impl SeqPacket {
             }
         }
         let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || n > PACKET_MAX;
-        if n == 0 && fds.is_empty() {
+        // A zero-length read is either end of file or an empty packet (which a
+        // seqpacket socket can carry). Only a hung-up socket is end of file; an empty
+        // packet is returned for the caller to refuse.
+        if n == 0 && fds.is_empty() && self.peer_hung_up() {
             return Ok(None);
         }
         data.truncate(n.min(PACKET_MAX));
-        Ok(Some(Received { data, fds, truncated }))
+        Ok(Some(Received {
+            data,
+            fds,
+            truncated,
+        }))
+    }
+
+    /// True once the peer closed (or we shut the socket down): `POLLHUP`/`POLLRDHUP`.
+    fn peer_hung_up(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no waiting.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        // If poll itself fails, treat the socket as dead rather than spin on it.
+        r < 0 || p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
     }
 
     /// `SO_PEERCRED`: who is on the other end.
@@ -238,7 +303,11 @@ impl SeqPacket {
                 &mut len,
             )
         })?;
-        Ok(PeerCred { pid: c.pid as u32, uid: c.uid, gid: c.gid })
+        Ok(PeerCred {
+            pid: c.pid as u32,
+            uid: c.uid,
+            gid: c.gid,
+        })
     }
 
     /// `shutdown(SHUT_RDWR)`: wakes a thread blocked in [`recv`](Self::recv) on
@@ -261,7 +330,13 @@ impl Listener {
         let fd = new_socket()?;
         let (addr, len) = sockaddr(path)?;
         // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-        cvt(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })?;
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        })?;
         // SAFETY: listen on our own bound socket.
         cvt(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
         Ok(Self { fd })
@@ -277,11 +352,18 @@ impl Listener {
         loop {
             // SAFETY: accept4 with null address pointers only returns the new fd.
             let r = unsafe {
-                libc::accept4(self.fd.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
             };
             if r >= 0 {
                 // SAFETY: a fresh descriptor owned by nobody else.
-                return Ok(SeqPacket { fd: unsafe { OwnedFd::from_raw_fd(r) } });
+                return Ok(SeqPacket {
+                    fd: unsafe { OwnedFd::from_raw_fd(r) },
+                });
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -294,7 +376,14 @@ impl Listener {
 /// Wait until one of `fds` is readable or `timeout_ms` passes (-1: forever).
 /// Returns the readiness of each (`revents != 0`).
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut p: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     loop {
         // SAFETY: `p` is a live array of `p.len()` pollfds.
         let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
@@ -323,7 +412,8 @@ mod tests {
         assert_eq!(r.data, b"hello");
         assert_eq!(r.fds.len(), 1);
         // The received descriptor is the same eventfd.
-        let got = event_channel::EventFd::from_owned_fd(r.fds.into_iter().next().expect("fd")).expect("adopt");
+        let got = event_channel::EventFd::from_owned_fd(r.fds.into_iter().next().expect("fd"))
+            .expect("adopt");
         got.signal().expect("signal");
         assert_eq!(e.drain().expect("drain"), 1);
         let r = b.recv(false).expect("recv").expect("data");

@@ -10,6 +10,7 @@ mod reflector;
 mod sink;
 mod source;
 mod switch;
+pub mod tap;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -19,12 +20,14 @@ use hv::env::DomId;
 
 use crate::counters::VifCounters;
 use crate::frame::{Frame, FrameBatch, OffloadMeta, OwnedFrame};
+use crate::frontend::FrontFeatures;
 use crate::inbound::Inbound;
 
 pub use reflector::Reflector;
 pub use sink::Sink;
 pub use source::Source;
 pub use switch::Switch;
+pub use tap::{OffloadPolicy, TapPort, TapPortConfig, TapVifStats};
 
 /// A vif: the guest's domid and the device index (`vif<domid>.<devid>` in Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +50,7 @@ pub struct VifLink {
     mac: [u8; 6],
     queues: Vec<Arc<Inbound>>,
     counters: Arc<VifCounters>,
+    features: FrontFeatures,
 }
 
 impl VifLink {
@@ -61,7 +65,20 @@ impl VifLink {
             mac,
             queues,
             counters,
+            features: FrontFeatures::default(),
         }
+    }
+
+    /// Record the features the frontend negotiated (set once, at connect).
+    pub(crate) fn with_features(mut self, features: FrontFeatures) -> Self {
+        self.features = features;
+        self
+    }
+
+    /// The frontend's `feature-*` keys of this connection: which offloads the guest
+    /// takes, so a port can hand it only frames it can use.
+    pub fn features(&self) -> FrontFeatures {
+        self.features
     }
 
     /// Which vif.
@@ -123,6 +140,26 @@ impl VifLink {
             .into_iter()
             .filter(|f| self.send_with(*f, &mut fixup))
             .count()
+    }
+
+    /// Frames waiting for the guest on queue `queue` (0 if there is no such queue).
+    pub fn queue_len(&self, queue: usize) -> usize {
+        self.queues.get(queue).map_or(0, |q| q.len())
+    }
+
+    /// Queue copies of many frames on one given queue (e.g. the TAP queue they were
+    /// read from, which the kernel already chose per flow). Returns how many were
+    /// queued; the rest are dropped and counted in the vif's `rx_drops`.
+    pub fn send_batch_on<'a>(
+        &self,
+        queue: usize,
+        frames: impl IntoIterator<Item = Frame<'a>>,
+        fixup: impl FnMut(&mut [u8]),
+    ) -> usize {
+        match self.queues.get(queue).or(self.queues.first()) {
+            Some(q) => q.push_batch(frames, fixup),
+            None => 0,
+        }
     }
 
     /// Queue a shared frame without copying it.

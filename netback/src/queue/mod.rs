@@ -30,6 +30,27 @@ pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(10);
 /// Spin iterations an idle RX thread polls its inbound queue before it parks.
 const RX_SPIN: u32 = 2000;
 
+/// Rounds an idle worker polls its ring's `req_prod` before it arms the event channel
+/// and sleeps: a few tens of microseconds, longer than the frontend takes to fill a
+/// batch, so a busy frontend never pays for waking a sleeping backend (nor the
+/// backend for its notifications).
+const RING_POLL: u32 = 2048;
+
+/// Poll until the frontend published requests past `req_cons` (or `RING_POLL` rounds
+/// pass). Reads the shared producer index only.
+fn poll_requests(req_prod: impl Fn() -> u32, req_cons: u32, stop: &AtomicBool) -> bool {
+    for i in 0..RING_POLL {
+        if req_prod() != req_cons {
+            return true;
+        }
+        if i % 64 == 63 && stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
+
 /// Per-queue state shared by its two threads and the port side.
 pub(crate) struct QueueShared {
     pub inbound: Arc<Inbound>,

@@ -14,7 +14,7 @@ use hv::abi::netif::{
 use hv::abi::ring::{RingError, RING_PAGE_SIZE};
 use hv::env::{BackendEnv, CopyDir, CopySeg, EventChannel};
 
-use super::{park_for_frames, ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
+use super::{park_for_frames, poll_requests, ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
 use crate::counters::BatchCount;
 use crate::error::FatalError;
 use crate::frame::{GsoType, OwnedFrame};
@@ -101,8 +101,13 @@ impl<E: BackendEnv> RxWorker<E> {
                 park_for_frames(&self.conn, &self.q);
                 continue;
             }
-            // Frames wait but the guest has no buffers: ask for a notification when it
-            // posts some (`RING_FINAL_CHECK_FOR_REQUESTS`), then sleep.
+            // Frames wait but the guest has no buffers: poll for a while (the guest is
+            // likely consuming and about to repost), then ask for a notification when it
+            // posts some (`RING_FINAL_CHECK_FOR_REQUESTS`) and sleep.
+            let ring = &self.ring;
+            if poll_requests(|| ring.req_prod(), ring.req_cons(), &self.conn.stop) {
+                continue;
+            }
             if self.split {
                 if self.ring.final_check_for_requests() {
                     continue;
@@ -150,6 +155,7 @@ impl<E: BackendEnv> RxWorker<E> {
     }
 
     /// One batch. `Ok(true)` if any frame was delivered or dropped.
+    #[inline(never)]
     fn rx_pass(&mut self) -> Result<bool, FatalError> {
         let dropped = self.q.inbound.take_dropped();
         if dropped != 0 {

@@ -11,7 +11,7 @@ use hv::abi::netif::{
 use hv::abi::ring::RingError;
 use hv::env::{BackendEnv, CopyDir, CopySeg, EventChannel};
 
-use super::{ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
+use super::{poll_requests, ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
 use crate::counters::BatchCount;
 use crate::error::FatalError;
 use crate::frame::{FrameBatch, FrameDesc, MAX_FRAME_LEN};
@@ -24,15 +24,11 @@ const ARENA_SIZE: usize = 16 * (MAX_FRAME_LEN + 1);
 /// Batches processed before the thread looks at its stop flag again.
 const MAX_BATCHES_PER_PASS: usize = 64;
 
-/// One packet (or control request) of a batch and how to answer it.
-#[derive(Debug, Clone, Copy)]
-struct PktRec {
-    /// Index of its first slot in `slots`.
-    start: usize,
-    nslots: u32,
-    extra_count: u32,
-    status: i16,
-}
+/// Slots consumed per batch (a soft limit: the packet that crosses it is finished).
+/// Responses are pushed after every batch, so a frontend that filled its whole ring
+/// gets slots back while the rest is still being processed: both sides work at once
+/// instead of taking turns over whole rings (Linux's NAPI weight is 64 too).
+const TX_BATCH_SLOTS: u32 = 64;
 
 pub(crate) struct TxWorker<E: BackendEnv> {
     env: Arc<E>,
@@ -44,7 +40,6 @@ pub(crate) struct TxWorker<E: BackendEnv> {
     /// One event channel for both rings: this thread waits on it for the RX thread too.
     shared_channel: bool,
     slots: Vec<NetifTxRequest>,
-    recs: Vec<PktRec>,
     segs: CopyBatch,
     descs: Vec<FrameDesc>,
     arena: Box<[u8]>,
@@ -73,8 +68,7 @@ impl<E: BackendEnv> TxWorker<E> {
             ring,
             chan,
             shared_channel: !split,
-            slots: Vec::with_capacity(2 * size),
-            recs: Vec::with_capacity(size),
+            slots: Vec::with_capacity(size),
             segs: CopyBatch(Vec::with_capacity(size)),
             descs: Vec::with_capacity(size),
             arena: vec![0u8; ARENA_SIZE].into_boxed_slice(),
@@ -103,6 +97,10 @@ impl<E: BackendEnv> TxWorker<E> {
                 Ok(false) => {}
             }
             self.forward_rx_event(false);
+            let ring = &self.ring;
+            if poll_requests(|| ring.req_prod(), ring.req_cons(), &self.conn.stop) {
+                continue;
+            }
             if self.ring.final_check_for_requests() {
                 continue;
             }
@@ -154,10 +152,16 @@ impl<E: BackendEnv> TxWorker<E> {
         Ok(any)
     }
 
-    /// One batch: parse as many packets as are published and fit the arena.
+    /// One batch: parse as many packets as are published (up to [`TX_BATCH_SLOTS`])
+    /// and fit the arena, grant-copy them in one call, hand them to the port, push the
+    /// responses.
+    ///
+    /// Each packet's responses are written into the ring as soon as it is parsed (the
+    /// slots were copied out already, so answering in place is what the ring is for);
+    /// the frontend sees none of them before the push, which comes after the copy.
+    #[inline(never)]
     fn tx_batch(&mut self, work: u32) -> Result<(), FatalError> {
         self.slots.clear();
-        self.recs.clear();
         self.segs.0.clear();
         self.descs.clear();
         let mut count = BatchCount::default();
@@ -165,8 +169,9 @@ impl<E: BackendEnv> TxWorker<E> {
         let domid = self.conn.frontend;
         let mut used = 0u32;
         let mut arena_off = 0usize;
-        while used < work && arena_off + MAX_FRAME_LEN <= self.arena.len() {
-            let start = self.slots.len();
+        let limit = work.min(TX_BATCH_SLOTS);
+        while used < limit && arena_off + MAX_FRAME_LEN <= self.arena.len() {
+            self.slots.clear();
             let base = cons0.wrapping_add(used);
             let ring = &self.ring;
             let parsed = parse_tx_packet(
@@ -176,18 +181,18 @@ impl<E: BackendEnv> TxWorker<E> {
                 &mut self.slots,
             )?;
             used += parsed.nslots;
+            self.ring.set_req_cons(cons0.wrapping_add(used));
             let status = match parsed.verdict {
                 TxVerdict::Packet {
                     len,
                     first_size,
                     meta,
                 } => {
-                    let data_start = start + 1 + parsed.extra_count as usize;
-                    let data_end = start + parsed.nslots as usize;
-                    let first = self.slots[start];
+                    let data_start = 1 + parsed.extra_count as usize;
+                    let first = self.slots[0];
                     let mut off = arena_off;
                     let frags = std::iter::once((first.gref, first.offset, first_size)).chain(
-                        self.slots[data_start..data_end]
+                        self.slots[data_start..]
                             .iter()
                             .map(|s| (s.gref, s.offset, s.size)),
                     );
@@ -225,14 +230,20 @@ impl<E: BackendEnv> TxWorker<E> {
                     NETIF_RSP_ERROR
                 }
             };
-            self.recs.push(PktRec {
-                start,
-                nslots: parsed.nslots,
-                extra_count: parsed.extra_count,
-                status,
-            });
+            // make_tx_response: every slot answered in order; extras get NETIF_RSP_NULL.
+            for (k, slot) in self.slots.iter().enumerate() {
+                let status = if k >= 1 && k <= parsed.extra_count as usize {
+                    NETIF_RSP_NULL
+                } else {
+                    status
+                };
+                // Cannot fail: every slot answered was consumed just above.
+                let _ = self.ring.produce_response(NetifTxResponse {
+                    id: slot.id,
+                    status,
+                });
+            }
         }
-        self.ring.set_req_cons(cons0.wrapping_add(used));
 
         if !self.segs.0.is_empty() {
             self.env.grant_copy(&mut self.segs.0);
@@ -251,28 +262,6 @@ impl<E: BackendEnv> TxWorker<E> {
             self.conn.port.transmit(&self.conn.link, self.qid, &batch);
         }
 
-        // make_tx_response: every slot answered in order; extras get NETIF_RSP_NULL.
-        for rec in &self.recs {
-            for k in 0..rec.nslots as usize {
-                let slot = self.slots[rec.start + k];
-                let status = if k >= 1 && k <= rec.extra_count as usize {
-                    NETIF_RSP_NULL
-                } else {
-                    rec.status
-                };
-                if self
-                    .ring
-                    .produce_response(NetifTxResponse {
-                        id: slot.id,
-                        status,
-                    })
-                    .is_err()
-                {
-                    // Cannot happen: every slot answered was consumed above.
-                    break;
-                }
-            }
-        }
         if self.ring.push_responses_and_check_notify() {
             self.chan.notify();
             count.notify_sent += 1;

@@ -15,13 +15,18 @@ front=/local/domain/$domid/device/vif/0
 xenlab_domu_wait baseline-domu XENLAB-DOMU-READY 120 || xenlab_fail "domU never configured eth0"
 # XenbusStateConnected (4) on both ends, with the keys netfront must have written.
 xenlab_xs_wait "$back/state" 4 30 || xenlab_fail "backend state never reached 4"
-xenlab_xs_expect "$front/state" 4
-xenlab_xs_expect "$front/request-rx-copy" 1
-xenstore-read "$front/tx-ring-ref" >/dev/null || xenlab_fail "no tx-ring-ref"
-xenstore-read "$front/rx-ring-ref" >/dev/null || xenlab_fail "no rx-ring-ref"
-xenstore-read "$front/event-channel" >/dev/null || xenlab_fail "no event-channel"
 xenlab_xs_dump "$back"
 xenlab_xs_dump "$front"
+xenlab_xs_expect "$front/state" 4
+xenlab_xs_expect "$front/request-rx-copy" 1
+for key in tx-ring-ref rx-ring-ref; do
+    xenstore-read "$front/$key" >/dev/null || xenlab_fail "frontend wrote no $key"
+done
+# One channel, or split TX/RX channels when the backend offers
+# feature-split-event-channels (Linux's netback does).
+xenstore-read "$front/event-channel" >/dev/null 2>&1 ||
+    { xenstore-read "$front/event-channel-tx" >/dev/null && xenstore-read "$front/event-channel-rx" >/dev/null; } ||
+    xenlab_fail "frontend wrote no event channel"
 
 ip -br link show master xenbr0
 ping -c 3 -W 5 10.99.0.2 || xenlab_fail "dom0 cannot ping the domU at 10.99.0.2"
