@@ -333,3 +333,76 @@ fn stale_socket_is_replaced_but_a_live_daemon_or_a_file_is_not() {
     assert!(matches!(r, Err(DaemonError::NotASocket(_))));
     assert!(file.exists(), "a regular file is never removed");
 }
+
+/// A backend that reports fixed counters and records the vifs it was asked to close.
+struct CountingBackend {
+    closed: Arc<std::sync::Mutex<Vec<(DomId, u32)>>>,
+    store: hv::store::StoreConnection,
+}
+
+impl Dom0Backend for CountingBackend {
+    fn vifs(&self) -> Vec<(DomId, VifStatus)> {
+        let root = "/local/domain/0/backend/vif";
+        let mut v = Vec::new();
+        for dom in self.store.directory(XBT_NIL, root).unwrap_or_default() {
+            let Ok(domid) = dom.parse::<DomId>() else {
+                continue;
+            };
+            v.push((
+                domid,
+                VifStatus {
+                    devid: 0,
+                    host_if: format!("vif{domid}.0"),
+                    tx_packets: 11,
+                    tx_bytes: 1100,
+                    rx_packets: 22,
+                    rx_bytes: 2200,
+                    drops: 3,
+                    has_counters: true,
+                    ..Default::default()
+                },
+            ));
+        }
+        v
+    }
+    fn close_vif(&self, domid: DomId, devid: u32) {
+        self.closed.lock().expect("lock").push((domid, devid));
+        let st = format!("/local/domain/0/backend/vif/{domid}/{devid}/state");
+        let _ = self.store.write(XBT_NIL, &st, b"6");
+    }
+    fn shutdown(self: Box<Self>) {}
+}
+
+#[test]
+fn network_list_merges_backend_counters_and_detach_asks_the_backend_to_close() {
+    let server = start_server("counters");
+    let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = server.hypervisor().store(DOM0).expect("dom0");
+    server.set_backend(Box::new(CountingBackend {
+        closed: closed.clone(),
+        store,
+    }));
+    let mut g = spawn_guest(server.socket_path(), "idle", &[("HV_VIFS", "2".into())]);
+    let domid: DomId = g.expect("ready ", T).parse().expect("domid");
+    let ts = Toolstack::connect(server.socket_path()).expect("toolstack");
+    let vifs = ts.network_list(domid).expect("network-list");
+    assert_eq!(vifs.len(), 2);
+    assert!(
+        vifs[0].has_counters
+            && vifs[0].rx_bytes == 2200
+            && vifs[0].host_if == format!("vif{domid}.0")
+    );
+    assert_eq!(
+        vifs[0].mac,
+        format!("00:16:3e:00:{domid:02x}:00"),
+        "MAC comes from the xenstore"
+    );
+    assert!(
+        !vifs[1].has_counters,
+        "the backend reported nothing for vif 1"
+    );
+    ts.network_detach(domid, 0).expect("detach");
+    assert_eq!(*closed.lock().expect("lock"), vec![(domid, 0)]);
+    assert_eq!(ts.network_list(domid).expect("list").len(), 1);
+    g.kill9();
+}

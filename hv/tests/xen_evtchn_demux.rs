@@ -18,7 +18,9 @@ fn pair() -> (Arc<PortDemux>, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
     let demux = PortDemux::new(OwnedFd::from(ours)).unwrap();
-    theirs.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     (Arc::new(demux), theirs)
 }
 
@@ -104,7 +106,10 @@ fn a_consumer_that_drains_for_others_wakes_the_polling_reader() {
     }
     let (got, took) = waiter.join().unwrap();
     assert!(got);
-    assert!(took < Duration::from_secs(3), "reader slept through its event: {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "reader slept through its event: {took:?}"
+    );
 }
 
 #[test]
@@ -145,5 +150,8 @@ fn many_waiters_ping_pong_without_lost_wakeups() {
     for w in waiters {
         w.join().unwrap();
     }
-    assert_eq!(unmasked(&mut dev, PORTS.len() * ROUNDS).len(), PORTS.len() * ROUNDS);
+    assert_eq!(
+        unmasked(&mut dev, PORTS.len() * ROUNDS).len(),
+        PORTS.len() * ROUNDS
+    );
 }

@@ -16,7 +16,16 @@ fn backend_open_names_gntdev_and_its_module() {
         return;
     }
     let err = XenBackendEnv::open().unwrap_err();
-    assert!(matches!(err, XenError::Missing { path: "/dev/xen/gntdev", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            XenError::Missing {
+                path: "/dev/xen/gntdev",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert_eq!(
         msg,
@@ -49,7 +58,13 @@ fn each_device_reports_its_own_hint() {
         return assert!(hv::xen::Evtchn::open().is_ok());
     }
     let e = hv::xen::Evtchn::open().unwrap_err().to_string();
-    assert!(e.contains("/dev/xen/evtchn") && e.contains("modprobe xen-evtchn"), "{e}");
+    assert!(
+        e.contains("/dev/xen/evtchn") && e.contains("modprobe xen-evtchn"),
+        "{e}"
+    );
     let e = hv::xen::XenbusStore::open().unwrap_err().to_string();
-    assert!(e.contains("/dev/xen/xenbus") && e.contains("not running in a Xen domain"), "{e}");
+    assert!(
+        e.contains("/dev/xen/xenbus") && e.contains("not running in a Xen domain"),
+        "{e}"
+    );
 }

@@ -41,7 +41,9 @@ fn read_num<T: std::str::FromStr>(store: &dyn Store, path: &str) -> Result<T, St
 /// Wait, through a watch, until `path` holds `want`.
 fn wait_for(store: &dyn Store, path: &str, want: &str) -> Result<(), String> {
     let token = format!("wait-{path}");
-    store.watch(path, &token).map_err(|e| format!("watch {path}: {e}"))?;
+    store
+        .watch(path, &token)
+        .map_err(|e| format!("watch {path}: {e}"))?;
     let deadline = Instant::now() + WAIT;
     let result = loop {
         if store.read(XBT_NIL, path).ok().as_deref() == Some(want.as_bytes()) {
@@ -99,7 +101,10 @@ fn guest_role<E: GuestEnv>(env: &E, backend: DomId, dir: &str) -> Result<(), Str
     }
     wait_for(store, &format!("{dir}/state"), "copied")?;
     if &p0[100..104] != b"BACK" {
-        return Err(format!("marker written through the mapping is {:?}", &p0[100..104]));
+        return Err(format!(
+            "marker written through the mapping is {:?}",
+            &p0[100..104]
+        ));
     }
     for (i, &b) in p1.iter().enumerate() {
         if b != pattern(!seed, i) {
@@ -155,8 +160,16 @@ fn backend_role<E: BackendEnv>(env: &E, guest: DomId, dir: &str) -> Result<(), S
         seg(CopyDir::FromForeign, gref0, 0, half, from.as_mut_ptr()),
         seg(CopyDir::FromForeign, gref0, 4000, 200, scratch.as_mut_ptr()),
         // SAFETY: offset PAGE/2 is inside `from`.
-        seg(CopyDir::FromForeign, gref0, half, half, unsafe { from.as_mut_ptr().add(PAGE / 2) }),
-        seg(CopyDir::FromForeign, 0x00ff_ffff, 0, 64, scratch.as_mut_ptr()),
+        seg(CopyDir::FromForeign, gref0, half, half, unsafe {
+            from.as_mut_ptr().add(PAGE / 2)
+        }),
+        seg(
+            CopyDir::FromForeign,
+            0x00ff_ffff,
+            0,
+            64,
+            scratch.as_mut_ptr(),
+        ),
         seg(CopyDir::ToForeign, gref1, 0, PAGE as u16, to.as_mut_ptr()),
     ];
     env.grant_copy(&mut segs);
@@ -171,14 +184,20 @@ fn backend_role<E: BackendEnv>(env: &E, guest: DomId, dir: &str) -> Result<(), S
         return Err(format!("a copy from an unknown grant ref got {}", st[3]));
     }
     for (i, &b) in from.iter().enumerate() {
-        let want = if (100..104).contains(&i) { b"BACK"[i - 100] } else { pattern(seed, i) };
+        let want = if (100..104).contains(&i) {
+            b"BACK"[i - 100]
+        } else {
+            pattern(seed, i)
+        };
         if b != want {
             return Err(format!("copied byte {i} is {b}, expected {want}"));
         }
     }
 
     // A transaction on the backend's side of the store.
-    let tx = store.transaction_start().map_err(|e| format!("transaction_start: {e}"))?;
+    let tx = store
+        .transaction_start()
+        .map_err(|e| format!("transaction_start: {e}"))?;
     store
         .write(tx, &format!("{dir}/state"), b"copied")
         .map_err(|e| format!("write in transaction: {e}"))?;
@@ -189,6 +208,10 @@ fn backend_role<E: BackendEnv>(env: &E, guest: DomId, dir: &str) -> Result<(), S
     let ch = env
         .bind_interdomain(guest, port)
         .map_err(|e| format!("bind_interdomain: {e}"))?;
+    // Xen marks a freshly bound port pending (notifications sent to the unbound port
+    // may have been lost). Consume that before notifying: the guest answers only after
+    // our notification, so any event after this point is its answer.
+    while ch.try_consume() {}
     ch.notify();
     if !ch.wait(Some(WAIT)) {
         return Err("no event back from the guest".into());

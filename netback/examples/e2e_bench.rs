@@ -10,6 +10,7 @@
 //! `--packets N` stops each run after N frames instead of after `--secs` (for
 //! instruction counting under `valgrind --tool=callgrind`). `--runs R` repeats each
 //! scenario and prints the best run too (the machine is shared: wall-clock is noisy).
+//! `--front-poll N` / `--back-poll N` set netfront's and netback's `busy_poll`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ struct Opts {
     secs: f64,
     packets: Option<u64>,
     runs: usize,
+    front_poll: Option<u32>,
+    back_poll: Option<u32>,
 }
 
 fn parse_args() -> Opts {
@@ -67,6 +70,8 @@ fn parse_args() -> Opts {
         secs: 2.0,
         packets: None,
         runs: 1,
+        front_poll: None,
+        back_poll: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -78,6 +83,8 @@ fn parse_args() -> Opts {
             "--secs" => o.secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(2.0),
             "--packets" => o.packets = args.next().and_then(|v| v.parse().ok()),
             "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(1).max(1),
+            "--front-poll" => o.front_poll = args.next().and_then(|v| v.parse().ok()),
+            "--back-poll" => o.back_poll = args.next().and_then(|v| v.parse().ok()),
             // `cargo bench`-style flags are ignored.
             _ => {}
         }
@@ -139,13 +146,13 @@ struct World {
     domid: DomId,
 }
 
-fn world(port: Arc<dyn Port>) -> World {
+fn world(port: Arc<dyn Port>, o: &Opts) -> World {
     let hv = Hypervisor::new().expect("hypervisor");
-    let netback = Netback::start(
-        hv.backend_env().expect("dom0 env"),
-        NetbackConfig::new(port),
-    )
-    .expect("netback");
+    let mut cfg = NetbackConfig::new(port);
+    if let Some(p) = o.back_poll {
+        cfg.busy_poll = p;
+    }
+    let netback = Netback::start(hv.backend_env().expect("dom0 env"), cfg).expect("netback");
     let dom0 = hv.store(0).expect("dom0 store");
     let domid = hv
         .create_domain(&DomainConfig {
@@ -168,6 +175,7 @@ fn world(port: Arc<dyn Port>) -> World {
         hv.guest_env(domid).expect("guest env"),
         NetfrontConfig {
             tx_batch: 64,
+            busy_poll: o.front_poll.unwrap_or(NetfrontConfig::default().busy_poll),
             ..NetfrontConfig::default()
         },
     )
@@ -189,7 +197,7 @@ struct Result1 {
 
 fn run_tx(sc: Scenario, o: &Opts) -> Result1 {
     let sink = Sink::new();
-    let mut w = world(sink.clone());
+    let mut w = world(sink.clone(), o);
     let frame = tcp4_frame(MAC_DOM0, MAC_GUEST, sc.len());
     let meta = if sc.gso() {
         TxMeta {
@@ -273,7 +281,7 @@ fn run_rx(sc: Scenario, o: &Opts) -> Result1 {
         vec![(tcp4_frame(MAC_GUEST, MAC_DOM0, sc.len()), meta)],
         o.packets,
     );
-    let mut w = world(src.clone() as Arc<dyn Port>);
+    let mut w = world(src.clone() as Arc<dyn Port>, o);
     let q = w.nf.queue(0).expect("queue 0");
     let deadline = Duration::from_secs_f64(o.secs);
     let limit = o.packets.unwrap_or(u64::MAX);

@@ -48,6 +48,11 @@ pub struct NetbackConfig {
     pub fatal_skb_slots: u32,
     /// How long `shutdown` waits for frontends to acknowledge Closing.
     pub close_timeout: Duration,
+    /// Rounds an idle data-path thread polls its ring for the frontend's next
+    /// requests before it arms the event channel and sleeps (as Linux's `busy_poll`):
+    /// a poll round costs nanoseconds, waking a sleeping thread tens of microseconds.
+    /// 0 sleeps at once (best when the CPUs are oversubscribed).
+    pub busy_poll: u32,
 }
 
 impl NetbackConfig {
@@ -59,6 +64,7 @@ impl NetbackConfig {
             inbound_capacity: 1024,
             fatal_skb_slots: FATAL_SKB_SLOTS_DEFAULT,
             close_timeout: Duration::from_secs(2),
+            busy_poll: crate::queue::DEFAULT_BUSY_POLL,
         }
     }
 }
@@ -478,6 +484,7 @@ impl<E: BackendEnv + 'static> Backend<E> {
                     fatal_skb_slots: self.cfg.fatal_skb_slots,
                 },
                 inbound_capacity: self.cfg.inbound_capacity,
+                busy_poll: self.cfg.busy_poll,
             };
             let n = cfg.queues.len();
             Ok((

@@ -76,6 +76,7 @@ pub struct TxParsed {
 /// in order, and only for `i < work_to_do` (the requests published). Every fetched slot
 /// is appended to `slots` (first, extras, data slots) so the caller can answer each
 /// with its own id. `Err` is fatal for the vif.
+#[inline(always)]
 pub fn parse_tx_packet(
     mut fetch: impl FnMut(u32) -> NetifTxRequest,
     work_to_do: u32,
@@ -116,7 +117,19 @@ pub fn parse_tx_packet(
             verdict,
         });
     }
+    parse_tx_chain(first, fetch, work_to_do, limits, slots)
+}
 
+/// [`parse_tx_packet`] for a packet with extras or more than one slot (`first` is
+/// already fetched and in `slots`).
+#[inline(never)]
+fn parse_tx_chain(
+    first: NetifTxRequest,
+    mut fetch: impl FnMut(u32) -> NetifTxRequest,
+    work_to_do: u32,
+    limits: &TxLimits,
+    slots: &mut Vec<NetifTxRequest>,
+) -> Result<TxParsed, FatalError> {
     let mut used: u32 = 1;
 
     // xenvif_get_extras: a chain of extra-info slots, each naming its type.

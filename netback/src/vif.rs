@@ -25,6 +25,7 @@ pub(crate) struct ConnectParams {
     pub disabled: Arc<Mutex<Option<DisableReason>>>,
     pub limits: TxLimits,
     pub inbound_capacity: usize,
+    pub busy_poll: u32,
 }
 
 /// A running vif.
@@ -97,6 +98,7 @@ impl Connection {
             queues,
             front: cfg.features,
             limits: p.limits,
+            busy_poll: p.busy_poll,
         });
         p.port.vif_connected(&link);
         let mut conn = Connection {

@@ -109,7 +109,10 @@ fn to_sink(frame: Vec<u8>, meta: TxMeta, n: u64, what: &str) {
     assert_eq!(st.tx_dropped + st.tx_errors, 0, "{st:?}");
     assert_eq!(nb.tx_drops + nb.tx_errors, 0, "{nb:?}");
     // Batching: one notify decision per push, far fewer pushes than frames.
-    assert!(st.tx_notify_sent >= 1, "the idle backend must be woken once: {st:?}");
+    assert!(
+        st.tx_notify_sent >= 1,
+        "the idle backend must be woken once: {st:?}"
+    );
     assert!(st.tx_notify_sent + st.tx_notify_suppressed <= n);
     assert!(nb.notify_sent + nb.notify_suppressed <= n);
     // The guest was woken no more often than netback notified it.
@@ -198,7 +201,10 @@ fn from_source(frame: Vec<u8>, meta: OffloadMeta, n: u64, expect: RxMeta, what: 
     assert!(st.wakeups <= nb.notify_sent, "{st:?} {nb:?}");
     // Nothing extra arrives.
     std::thread::sleep(Duration::from_millis(20));
-    assert!(q.recv_with(|_, _| ()).is_none(), "more frames than the limit");
+    assert!(
+        q.recv_with(|_, _| ()).is_none(),
+        "more frames than the limit"
+    );
     eprintln!(
         "Source→guest {what}: {n} frames in {secs:.3} s = {:.2} Mframes/s, {:.1} Gbit/s; \
          netback notify sent/suppressed {}/{}, netfront {}/{}",
@@ -255,6 +261,9 @@ fn source_to_guest_64k_gso_frames() {
 
 // ---- Reflector round trips ---------------------------------------------------------
 
+/// `(NETRXF_csum_blank, NETRXF_data_validated, GSO extra)` of a received frame.
+type RxFlags = (bool, bool, Option<Gso>);
+
 #[test]
 fn reflector_round_trip_keeps_offload_metadata() {
     let refl = Reflector::new();
@@ -277,11 +286,27 @@ fn reflector_round_trip_keeps_offload_metadata() {
     // (frame, what the guest asks for, (NETRXF_csum_blank, NETRXF_data_validated, GSO)
     // expected back). Linux netback: CHECKSUM_PARTIAL → csum_blank|data_validated,
     // CHECKSUM_UNNECESSARY → data_validated, GSO extra kept.
-    let cases: Vec<(Vec<u8>, TxMeta, (bool, bool, Option<Gso>))> = vec![
-        (eth_frame(peer, me, 60, 1), TxMeta::default(), rx(false, false, None)),
-        (eth_frame(peer, me, 1514, 2), validated, rx(false, true, None)),
-        (tcp4_frame(peer, me, 1514, 7, 3), blank, rx(true, true, None)),
-        (tcp6_frame(peer, me, 1514, 7, 4), blank, rx(true, true, None)),
+    let cases: Vec<(Vec<u8>, TxMeta, RxFlags)> = vec![
+        (
+            eth_frame(peer, me, 60, 1),
+            TxMeta::default(),
+            rx(false, false, None),
+        ),
+        (
+            eth_frame(peer, me, 1514, 2),
+            validated,
+            rx(false, true, None),
+        ),
+        (
+            tcp4_frame(peer, me, 1514, 7, 3),
+            blank,
+            rx(true, true, None),
+        ),
+        (
+            tcp6_frame(peer, me, 1514, 7, 4),
+            blank,
+            rx(true, true, None),
+        ),
         (
             tcp4_frame(peer, me, 9000, 7, 5),
             TxMeta {
@@ -299,10 +324,14 @@ fn reflector_round_trip_keeps_offload_metadata() {
         (
             tcp6_frame(peer, me, 30001, 7, 7),
             gso(GsoType::TcpV6, 1428),
-            rx(true, true, Some(Gso {
-                ty: GsoType::TcpV6,
-                size: 1428,
-            })),
+            rx(
+                true,
+                true,
+                Some(Gso {
+                    ty: GsoType::TcpV6,
+                    size: 1428,
+                }),
+            ),
         ),
     ];
     let q = nf.queue(0).expect("queue");
@@ -364,7 +393,10 @@ fn reflector_round_trip_keeps_offload_metadata() {
     assert_eq!((st.tx_packets, st.rx_packets), (n, n));
     // The IPv4 and IPv6 offloads were negotiated: nothing computed in software on TX.
     assert_eq!(st.tx_csum_sw, 0);
-    assert_eq!(st.tx_errors + st.rx_errors + st.rx_dropped + st.tx_dropped, 0);
+    assert_eq!(
+        st.tx_errors + st.rx_errors + st.rx_dropped + st.tx_dropped,
+        0
+    );
 }
 
 #[test]
@@ -461,7 +493,10 @@ fn multi_slot_sg_frames_up_to_65535_bytes() {
     });
     assert_eq!(nb.tx_drops + nb.rx_drops + nb.tx_errors + nb.rx_errors, 0);
     let st = nf.stats();
-    assert_eq!(st.tx_errors + st.rx_errors + st.rx_dropped + st.tx_dropped, 0);
+    assert_eq!(
+        st.tx_errors + st.rx_errors + st.rx_dropped + st.tx_dropped,
+        0
+    );
     eprintln!(
         "SG round trips: {count} frames of 14..65535 B ({} MB) in {secs:.3} s = {:.0} frames/s, {:.1} Gbit/s each way",
         bytes / 1_000_000,
@@ -495,10 +530,7 @@ fn notifications_are_counted_consistently_on_both_sides() {
             start.elapsed() < LIMIT && rounds < 100 * stream,
             "stream stalled at {got}"
         );
-        while sent < stream
-            && sent - got < window
-            && q.send(&frame, TxMeta::default()).is_ok()
-        {
+        while sent < stream && sent - got < window && q.send(&frame, TxMeta::default()).is_ok() {
             sent += 1;
         }
         q.flush();
@@ -547,7 +579,10 @@ fn notifications_are_counted_consistently_on_both_sides() {
     // Non-zero on both sides.
     assert!(st.notify_sent() > 0 && st.notify_suppressed() > 0, "{st:?}");
     assert!(nb.notify_sent > 0 && nb.notify_suppressed > 0, "{nb:?}");
-    assert!(phase1.notify_suppressed() > 0, "streaming suppressed nothing");
+    assert!(
+        phase1.notify_suppressed() > 0,
+        "streaming suppressed nothing"
+    );
     // The ping-pong phase needed notifications both ways: the guest woke on them and
     // kicked the backend for every burst it had gone idle for.
     assert!(st.wakeups > phase1.wakeups, "{st:?}");

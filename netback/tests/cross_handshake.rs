@@ -64,7 +64,10 @@ fn echo_check(nf: &mut Front, per_queue: u16) -> Vec<usize> {
     }
     got.sort();
     expected.sort();
-    assert!(got == expected, "reflected frames differ from what was sent");
+    assert!(
+        got == expected,
+        "reflected frames differ from what was sent"
+    );
     got_per_queue
 }
 
@@ -380,7 +383,10 @@ fn destroying_a_guest_mid_traffic_leaves_the_others_working() {
     });
     assert_eq!(ta.corrupt.load(Ordering::Relaxed), 0);
     assert_eq!(tb.corrupt.load(Ordering::Relaxed), 0);
-    assert_eq!(w.nb().vif(vif(db)).expect("B").state, XenbusState::Connected);
+    assert_eq!(
+        w.nb().vif(vif(db)).expect("B").state,
+        XenbusState::Connected
+    );
     assert!(w.nb().vifs().iter().all(|i| i.id.domid != dc));
     // The switch forgot C.
     assert!(switch.fdb().iter().all(|(m, _)| *m != c));

@@ -160,7 +160,8 @@ fn kernel_and_guest_ping_each_other_and_arp_both_ways() {
     assert!(echo(8, &h) >= 3 && echo(0, &g) >= 3, "kernel → guest pings");
     assert!(echo(8, &g) >= 1 && echo(0, &h) >= 1, "guest → kernel ping");
     let report = tshark_check(&pcap.0);
-    assert!(report.frames >= 14, "{report:?}");
+    // 4 ARP, 3 + 3 kernel echoes, 1 + 1 guest echoes (plus whatever IGMP the bridge sent).
+    assert!(report.frames >= 12, "{report:?}");
     assert!(report.flagged.is_empty(), "tshark flagged: {:?}", report.flagged);
 }
 

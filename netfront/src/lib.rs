@@ -5,7 +5,8 @@
 //! Layout, one job per module:
 //! - [`handshake`]: the xenbus state machine and the vif keys (`tx-ring-ref`, ...).
 //! - [`txlayout`], [`tx`]: planning a frame onto TX slots; the TX ring with its pool
-//!   of pre-granted pages and request-id free list ([`idlist`]).
+//!   of pre-granted pages ([`txpool`]: small frames packed several to a page) and
+//!   request-id free list ([`idlist`]).
 //! - [`rxparse`], [`rx`]: turning RX responses into frames (checked, never trusted);
 //!   the RX ring kept full of pre-granted pages.
 //! - [`queue`]: one TX/RX ring pair and its event channel(s), the per-thread handle.
@@ -34,6 +35,7 @@ pub mod rx;
 pub mod rxparse;
 pub mod tx;
 pub mod txlayout;
+pub mod txpool;
 
 pub use counters::{CounterSnapshot, QueueCounters};
 pub use device::{LinkEvent, Netfront, NetfrontConfig};

@@ -1,13 +1,15 @@
 //! The TX ring of one queue (Linux netfront's `xennet_start_xmit` and
 //! `xennet_tx_buf_gc`).
 //!
-//! Every request id owns one pre-granted, read-only page (granted once at connect,
-//! never per packet). Sending copies the frame into the pages of freshly popped ids
-//! (or lets the caller build it in place), writes the requests, and publishes them
-//! once per batch with `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`, notifying only when the
-//! backend asked to be woken. Responses come back in any order; each returns its id
-//! (and so its page) to the free list. Extra-info slots have no id and are answered
-//! with `NETIF_RSP_NULL`, which is skipped.
+//! The data lives in a pool of pre-granted, read-only pages (granted once at connect,
+//! never per packet; [`crate::txpool`] says which page and offset each slot uses:
+//! small frames are packed several to a page, larger ones take whole pages). Sending
+//! copies the frame into the places of freshly popped ids (or lets the caller build it
+//! in place), writes the requests, and publishes them once per batch with
+//! `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`, notifying only when the backend asked to be
+//! woken. Responses come back in any order; each returns its id (and its share of the
+//! page) to the free lists. Extra-info slots have no id and are answered with
+//! `NETIF_RSP_NULL`, which is skipped.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -24,6 +26,7 @@ use crate::error::TxError;
 use crate::idlist::IdFreeList;
 use crate::meta::TxMeta;
 use crate::txlayout::{self, TxCaps, TX_MAX_DATA_SLOTS};
+use crate::txpool::{SlotPlace, TxPagePool};
 use crate::PAGE_SIZE;
 
 /// What to do about the TCP/UDP checksum of a frame being sent.
@@ -44,6 +47,10 @@ pub struct TxQueue<C> {
     ring: TxFrontRing,
     ring_page: GrantedPage,
     pages: Vec<GrantedPage>,
+    /// Which page (and offset) each data slot in flight uses.
+    pool: TxPagePool,
+    /// `places[id]`: where the bytes of the slot with request id `id` are.
+    places: Vec<SlotPlace>,
     ids: IdFreeList,
     /// `first[id]`: the id is a packet's first data slot (its status is the packet's).
     first: Vec<bool>,
@@ -80,6 +87,8 @@ impl<C: EventChannel> TxQueue<C> {
             ring_page,
             ids: IdFreeList::new(n),
             first: alloc::vec![false; n],
+            pool: TxPagePool::new(pages.len()),
+            places: alloc::vec![SlotPlace::default(); n],
             pages,
             caps,
             batch: batch.max(1),
@@ -118,7 +127,12 @@ impl<C: EventChannel> TxQueue<C> {
     pub fn free_frames(&self, len: usize, gso: bool) -> usize {
         let data = len.div_ceil(PAGE_SIZE).max(1);
         let ring = self.ring.free_requests() as usize / (data + usize::from(gso));
-        ring.min(self.ids.available() / data)
+        let pages = if data == 1 {
+            self.pool.small_available(len)
+        } else {
+            self.pool.whole_available() / data
+        };
+        ring.min(self.ids.available() / data).min(pages)
     }
 
     /// Free ring slots.
@@ -127,10 +141,13 @@ impl<C: EventChannel> TxQueue<C> {
         (self.ring.free_requests() as usize).min(self.ids.available())
     }
 
-    /// The page of `id`, as bytes.
+    /// Where the bytes of data slot `id` start.
     #[inline(always)]
-    fn page_ptr(&self, id: u16) -> NonNull<u8> {
-        self.pages[usize::from(id)].ptr
+    fn slot_ptr(&self, id: u16) -> NonNull<u8> {
+        let place = self.places[usize::from(id)];
+        let page = self.pages[usize::from(place.page)].ptr;
+        // SAFETY: the pool hands out offsets below PAGE_SIZE, inside the 4 KiB page.
+        unsafe { page.add(usize::from(place.offset)) }
     }
 
     /// Copy a frame into the ring (queued; published at the batch size or [`flush`]).
@@ -173,7 +190,7 @@ impl<C: EventChannel> TxQueue<C> {
             Err(TxError::NotConnected)
         } else {
             txlayout::plan(len, meta, &self.caps)
-                .and_then(|p| self.reserve(p.ring_slots(), p.data_slots))
+                .and_then(|p| self.reserve(p.ring_slots(), p.data_slots, len))
         };
         if let Err(e) = ready {
             let mut scratch = self.take_scratch(len);
@@ -219,11 +236,18 @@ impl<C: EventChannel> TxQueue<C> {
         scratch
     }
 
-    /// Make room for `plan`, reclaiming answered requests if needed.
+    /// Make room for a frame of `len` bytes on `ring_slots` / `data_slots`,
+    /// reclaiming answered requests if needed.
     #[inline(always)]
-    fn reserve(&mut self, ring_slots: usize, data_slots: usize) -> Result<(), TxError> {
+    fn reserve(&mut self, ring_slots: usize, data_slots: usize, len: usize) -> Result<(), TxError> {
         let fits = |q: &Self| {
-            q.ring.free_requests() as usize >= ring_slots && q.ids.available() >= data_slots
+            q.ring.free_requests() as usize >= ring_slots
+                && q.ids.available() >= data_slots
+                && if data_slots == 1 {
+                    q.pool.fits_small(len)
+                } else {
+                    q.pool.whole_available() >= data_slots
+                }
         };
         if fits(self) {
             return Ok(());
@@ -250,40 +274,88 @@ impl<C: EventChannel> TxQueue<C> {
             return Err(TxError::NotConnected);
         }
         let plan = txlayout::plan(len, meta, &self.caps)?;
-        self.reserve(plan.ring_slots(), plan.data_slots)?;
+        self.reserve(plan.ring_slots(), plan.data_slots, len)?;
 
-        let mut ids = [0u16; TX_MAX_DATA_SLOTS];
-        let mut grefs = [0u32; TX_MAX_DATA_SLOTS];
-        for i in 0..plan.data_slots {
-            // reserve() checked that enough ids are free.
-            let Some(id) = self.ids.pop() else {
-                self.undo(&ids[..i]);
-                return Err(TxError::Busy);
+        if plan.data_slots == 1 {
+            // The common small frame: no per-slot arrays to set up.
+            // reserve() checked that an id and page room are free.
+            let (Some(place), Some(id)) = (self.pool.alloc_small(len), self.ids.pop()) else {
+                return Err(self.busy_after_reserve());
             };
-            ids[i] = id;
-            grefs[i] = self.pages[usize::from(id)].gref;
-            let seg_len = plan.seg_len(i);
-            // SAFETY: the page of a popped id is ours: the backend only reads a TX page
-            // while its id is in flight, and this id was free. The page is 4 KiB and
-            // seg_len <= 4096; no other reference to it exists.
-            let seg =
-                unsafe { core::slice::from_raw_parts_mut(self.page_ptr(id).as_ptr(), seg_len) };
-            fill(i * PAGE_SIZE, seg);
+            self.places[usize::from(id)] = place;
+            let gref = self.pages[usize::from(place.page)].gref;
+            // SAFETY: as for the multi-slot case below; len <= 4096 for one slot.
+            let seg = unsafe { core::slice::from_raw_parts_mut(self.slot_ptr(id).as_ptr(), len) };
+            fill(0, seg);
+            return self.publish(&plan, meta, mode, &[id], &[(gref, place.offset)]);
         }
 
-        let offloaded = match self.checksum(&plan, &ids[..plan.data_slots], mode) {
-            Ok(o) => o,
-            Err(e) => {
-                self.undo(&ids[..plan.data_slots]);
-                return Err(e);
+        let mut ids = [0u16; TX_MAX_DATA_SLOTS];
+        let mut slots = [(0u32, 0u16); TX_MAX_DATA_SLOTS];
+        for i in 0..plan.data_slots {
+            // reserve() checked that enough ids and whole pages are free.
+            let place = self.pool.alloc_whole();
+            let (Some(place), Some(id)) = (place, self.ids.pop()) else {
+                if let Some(place) = place {
+                    self.pool.release(place.page);
+                }
+                self.undo(&ids[..i]);
+                return Err(self.busy_after_reserve());
+            };
+            ids[i] = id;
+            self.places[usize::from(id)] = place;
+            slots[i] = (self.pages[usize::from(place.page)].gref, place.offset);
+            let seg_len = plan.seg_len(i);
+            // SAFETY: the place of a popped id is ours: the backend only reads it while
+            // the id is in flight, and the pool gave this range to no other slot in
+            // flight. offset + seg_len <= 4096 (the pool packs within the page, whole
+            // pages start at 0); no other reference to the range exists.
+            let seg =
+                unsafe { core::slice::from_raw_parts_mut(self.slot_ptr(id).as_ptr(), seg_len) };
+            fill(i * PAGE_SIZE, seg);
+        }
+        let n = plan.data_slots;
+        self.publish(&plan, meta, mode, &ids[..n], &slots[..n])
+    }
+
+    /// reserve() said yes but an id or page was missing after all (cannot happen):
+    /// report the queue busy rather than panic.
+    #[cold]
+    fn busy_after_reserve(&mut self) -> TxError {
+        self.counters.tx_busy.add(1);
+        TxError::Busy
+    }
+
+    /// The frame's bytes are in the places of `ids` (`slots[i]`: grant and offset of
+    /// data slot `i`): apply the checksum mode, write the requests, count, and push
+    /// once the batch is full.
+    #[inline(always)]
+    fn publish(
+        &mut self,
+        plan: &txlayout::TxPlan,
+        meta: &TxMeta,
+        mode: CsumMode,
+        ids: &[u16],
+        slots: &[(u32, u16)],
+    ) -> Result<(), TxError> {
+        // Frames sent as they are (no GSO, no blank checksum) need no header parsing.
+        let offloaded = if mode == CsumMode::AsIs && plan.extra.is_none() {
+            false
+        } else {
+            match self.checksum(plan, ids, mode) {
+                Ok(o) => o,
+                Err(e) => {
+                    self.undo(ids);
+                    return Err(e);
+                }
             }
         };
-        let flags = txlayout::first_flags(&plan, meta, offloaded);
+        let flags = txlayout::first_flags(plan, meta, offloaded);
         let ring = &mut self.ring;
         txlayout::requests(
-            &plan,
+            plan,
             flags,
-            |i| (ids[i], grefs[i]),
+            |i| (ids[i], slots[i].0, slots[i].1),
             |req: NetifTxRequest| {
                 let r = ring.produce_request(req);
                 debug_assert!(r.is_ok(), "reserve() guaranteed ring space");
@@ -291,7 +363,7 @@ impl<C: EventChannel> TxQueue<C> {
         );
         self.first[usize::from(ids[0])] = true;
         self.counters.tx_packets.add(1);
-        self.counters.tx_bytes.add(len as u64);
+        self.counters.tx_bytes.add(plan.len as u64);
         self.unpushed += 1;
         if self.unpushed >= self.batch {
             self.flush();
@@ -299,10 +371,12 @@ impl<C: EventChannel> TxQueue<C> {
         Ok(())
     }
 
-    /// Return ids popped for a frame that is not sent after all.
+    /// Return ids (and their page room) popped for a frame that is not sent after all.
     fn undo(&mut self, ids: &[u16]) {
         for &id in ids {
-            let _ = self.ids.free(id);
+            if self.ids.free(id).is_ok() {
+                self.pool.release(self.places[usize::from(id)].page);
+            }
         }
     }
 
@@ -324,9 +398,9 @@ impl<C: EventChannel> TxQueue<C> {
             return Ok(false);
         }
         let head_len = plan.seg_len(0);
-        // SAFETY: as in send_frame: the first page belongs to an id we popped.
+        // SAFETY: as in send_frame: the first place belongs to an id we popped.
         let head =
-            unsafe { core::slice::from_raw_parts_mut(self.page_ptr(ids[0]).as_ptr(), head_len) };
+            unsafe { core::slice::from_raw_parts_mut(self.slot_ptr(ids[0]).as_ptr(), head_len) };
         let Some(info) = csum::write_partial(head, plan.len) else {
             return match mode {
                 CsumMode::Auto => Ok(false),
@@ -341,12 +415,12 @@ impl<C: EventChannel> TxQueue<C> {
             return Ok(true);
         }
         // The backend cannot complete it: do it here over the pages.
-        let pages = &self.pages;
+        let this = &*self;
         let pieces = (0..plan.data_slots).map(|i| {
-            // SAFETY: pages of popped ids, read only here; lengths within the page.
+            // SAFETY: places of popped ids, read only here; lengths within the page.
             unsafe {
                 core::slice::from_raw_parts(
-                    pages[usize::from(ids[i])].ptr.as_ptr() as *const u8,
+                    this.slot_ptr(ids[i]).as_ptr() as *const u8,
                     plan.seg_len(i),
                 )
             }
@@ -356,7 +430,7 @@ impl<C: EventChannel> TxQueue<C> {
         // The checksum field is within the headers, in the first page (parse_l4).
         let head =
             // SAFETY: as above; the shared borrows of `pieces` ended.
-            unsafe { core::slice::from_raw_parts_mut(self.page_ptr(ids[0]).as_ptr(), head_len) };
+            unsafe { core::slice::from_raw_parts_mut(self.slot_ptr(ids[0]).as_ptr(), head_len) };
         head[off..off + 2].copy_from_slice(&v.to_be_bytes());
         self.counters.tx_csum_sw.add(1);
         Ok(false)
@@ -412,6 +486,7 @@ impl<C: EventChannel> TxQueue<C> {
             }
             match self.ids.free(rsp.id) {
                 Ok(()) => {
+                    self.pool.release(self.places[usize::from(rsp.id)].page);
                     let first = core::mem::replace(&mut self.first[usize::from(rsp.id)], false);
                     if first && rsp.status != NETIF_RSP_OKAY {
                         if rsp.status == NETIF_RSP_DROPPED {

@@ -2,8 +2,9 @@
 //! `xennet_make_txreqs` in Linux), as pure functions so the layout can be tested
 //! without a ring.
 //!
-//! A frame of `len` bytes occupies `ceil(len / 4096)` data slots, each naming one
-//! pre-granted page at offset 0. The first slot's `size` is the whole frame
+//! A frame of `len` bytes occupies `ceil(len / 4096)` data slots, each naming a
+//! pre-granted page and an offset in it (0 for whole pages; a small frame may sit
+//! behind others in a shared page, see [`crate::txpool`]). The first slot's `size` is the whole frame
 //! (`netif.h`: the backend derives the first fragment as what the others leave), the
 //! later slots carry their own fragment size, and all but the last have
 //! `NETTXF_more_data`. A GSO frame puts an extra-info slot right after the first
@@ -142,17 +143,17 @@ pub fn first_flags(plan: &TxPlan, meta: &TxMeta, csum_offloaded: bool) -> u16 {
     f
 }
 
-/// Emit the frame's requests in ring order. `slot(i)` names data slot `i`'s request id
-/// and grant reference.
+/// Emit the frame's requests in ring order. `slot(i)` names data slot `i`'s request id,
+/// grant reference and offset in the granted page.
 #[inline(always)]
 pub fn requests(
     plan: &TxPlan,
     first_flags: u16,
-    mut slot: impl FnMut(usize) -> (u16, u32),
+    mut slot: impl FnMut(usize) -> (u16, u32, u16),
     mut out: impl FnMut(NetifTxRequest),
 ) {
     for i in 0..plan.data_slots {
-        let (id, gref) = slot(i);
+        let (id, gref, offset) = slot(i);
         let last = i + 1 == plan.data_slots;
         let (flags, size) = if i == 0 {
             (first_flags, plan.len)
@@ -161,7 +162,7 @@ pub fn requests(
         };
         out(NetifTxRequest {
             gref,
-            offset: 0,
+            offset,
             flags,
             id,
             // len <= XEN_NETIF_MAX_TX_SIZE (0xFFFF), checked by plan().
@@ -194,7 +195,7 @@ mod tests {
         let p = plan(len, &meta, &ALL).unwrap();
         let f = first_flags(&p, &meta, meta.csum_blank);
         let mut v = Vec::new();
-        requests(&p, f, |i| (100 + i as u16, 1000 + i as u32), |r| v.push(r));
+        requests(&p, f, |i| (100 + i as u16, 1000 + i as u32, 0), |r| v.push(r));
         assert_eq!(v.len(), p.ring_slots());
         v
     }

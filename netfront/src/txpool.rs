@@ -85,16 +85,18 @@ impl TxPagePool {
 
     /// How many one-page frames of `len` bytes can be placed now.
     pub fn small_available(&self, len: usize) -> usize {
-        let per_page = PAGE_SIZE / len.clamp(1, PAGE_SIZE).next_multiple_of(PACK_ALIGN).min(PAGE_SIZE);
+        let len = len.clamp(1, PAGE_SIZE);
+        // Each frame but the last of a page also takes its alignment padding.
+        let step = len.next_multiple_of(PACK_ALIGN);
+        let per_page = (PAGE_SIZE - len) / step + 1;
         let in_pack = match self.pack {
             Some(p) if self.refs[usize::from(p)] == 0 => per_page,
             Some(_) if self.pack_off + len <= PAGE_SIZE => {
-                (PAGE_SIZE - self.pack_off + (PACK_ALIGN - 1)) / len.next_multiple_of(PACK_ALIGN).max(PACK_ALIGN)
+                (PAGE_SIZE - len - self.pack_off) / step + 1
             }
             _ => 0,
         };
-        in_pack.max(usize::from(self.pack_off + len <= PAGE_SIZE && self.pack.is_some()))
-            + self.free.len() * per_page
+        in_pack + self.free.len() * per_page
     }
 
     /// Place a one-page frame of `len` (1..=4096) bytes: behind the previous small

@@ -9,6 +9,9 @@ XENLAB_CACHE=${XENLAB_CACHE:-$XENLAB_REPO/target/xenlab-cache}
 # on the host runs in dom0 unchanged.
 XENLAB_SUITE=${XENLAB_SUITE:-bookworm}
 XENLAB_MIRROR=${XENLAB_MIRROR:-http://deb.debian.org/debian}
+# The recipe, read by run and build.sh.
+# shellcheck disable=SC2034
+{
 # Host packages the lab needs (Debian names).
 HOST_PACKAGES=(qemu-system-x86 busybox-static cpio debootstrap kmod libxen-dev)
 # dom0 userland on top of minbase: the Xen toolstack, xenstore clients, networking.
@@ -18,7 +21,8 @@ ROOTFS_RECIPE=1
 # Modules dom0 may load (closure computed with modprobe --show-depends).
 DOM0_MODULES=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback bridge tun veth)
 # Modules the domU loads, in this order.
-DOMU_MODULES=(xen-netfront)
+DOMU_MODULES=(xen-netfront xen-evtchn xen-gntalloc xen-gntdev)
+}
 # CPU niceness of every heavy step: the machine's two cores are shared.
 XENLAB_NICE=${XENLAB_NICE:-10}
 

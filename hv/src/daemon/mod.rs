@@ -5,7 +5,7 @@
 //! receives, with `SCM_RIGHTS`, the memfds of *its own* RAM, grant table and
 //! event-channel page — never anything else — and per event-channel port a kick
 //! eventfd (the daemon wakes it) and a send eventfd (its `EVTCHNOP_send`, see
-//! [`notify`]). It grants pages by writing its own grant table, which the hypervisor
+//! the `notify` module). It grants pages by writing its own grant table, which the hypervisor
 //! reads in place; xenstore requests travel over the socket as `xs_wire` messages
 //! ([`crate::wire`]). Dom0's backends (netback) run inside the daemon on
 //! [`Hypervisor::backend_env`] and reach guest memory only through grants the

@@ -232,7 +232,10 @@ mod tests {
         let a = Iperf3Args::try_parse_from(["iperf3", "-c", "h", "-n", "1M", "-P", "2", "-R"])
             .expect("valid");
         let p = a.params();
-        assert_eq!((p.time, p.bytes, p.parallel, p.reverse), (0, 1 << 20, 2, true));
+        assert_eq!(
+            (p.time, p.bytes, p.parallel, p.reverse),
+            (0, 1 << 20, 2, true)
+        );
         let a = Iperf3Args::try_parse_from(["iperf3", "-c", "h"]).expect("valid");
         assert_eq!(a.params().time, 10);
         assert!(Iperf3Args::try_parse_from(["iperf3", "-s", "-c", "h"]).is_err());

@@ -20,7 +20,7 @@ use super::ctrl::{Ctrl, CtrlError, Msg};
 use super::data::{self, DataStream};
 use super::net::Net;
 use super::params::TestParams;
-use super::proto::{frame_json, ie, strerror, stream_id, Cookie, State, MAX_RESULTS_JSON};
+use super::proto::{frame_json, ie, stream_id, strerror, Cookie, State, MAX_RESULTS_JSON};
 use super::report::{self, Endpoint, Outcome, Side};
 use super::server::TestError;
 use super::stats::{Stats, StreamStats};
@@ -202,12 +202,12 @@ impl<N: Net> Client<N> {
         if self.finished() {
             return false;
         }
-        let mut progressed = match self.ctrl.flush(net) {
-            Ok(p) => p,
-            Err(e) => {
-                self.fail(Some(ie::CTRLCLOSE), format!("control connection: {e}"));
-                return true;
-            }
+        // A failed send is looked at only after reading: a server that refused us
+        // (ACCESS_DENIED, SERVER_ERROR) may have closed before our bytes arrived, and
+        // its message is still waiting to be read.
+        let (mut progressed, send_error) = match self.ctrl.flush(net) {
+            Ok(p) => (p, None),
+            Err(e) => (false, Some(e)),
         };
         match self.advance(net, now) {
             Ok(p) => progressed |= p,
@@ -224,10 +224,13 @@ impl<N: Net> Client<N> {
                 return true;
             }
         }
+        if let (Some(e), false) = (send_error, self.finished()) {
+            self.fail(Some(ie::CTRLCLOSE), format!("control connection: {e}"));
+            return true;
+        }
         let _ = self.ctrl.flush(net);
         let waiting = !matches!(self.phase, Phase::Running | Phase::Done | Phase::Failed);
-        if waiting && now.duration_since(self.since) > self.cfg.setup_timeout + self.cfg.drain_max
-        {
+        if waiting && now.duration_since(self.since) > self.cfg.setup_timeout + self.cfg.drain_max {
             self.fail(
                 Some(ie::NOMSG),
                 format!("no answer from the server in {:?}", self.phase),
@@ -253,7 +256,13 @@ impl<N: Net> Client<N> {
                         &mut self.remaining,
                     )
                 } else {
-                    data::pump_recv(net, &mut self.streams, &mut self.stats, &mut self.buf, false)
+                    data::pump_recv(
+                        net,
+                        &mut self.streams,
+                        &mut self.stats,
+                        &mut self.buf,
+                        false,
+                    )
                 };
                 match moved {
                     Ok(n) => progressed |= n > 0,
@@ -275,8 +284,9 @@ impl<N: Net> Client<N> {
                 }
             }
             Phase::Ending if !self.stats.sending => {
-                let got = data::pump_recv(net, &mut self.streams, &mut self.stats, &mut self.buf, true)
-                    .unwrap_or(0);
+                let got =
+                    data::pump_recv(net, &mut self.streams, &mut self.stats, &mut self.buf, true)
+                        .unwrap_or(0);
                 progressed |= got > 0;
                 let drained = self.streams.iter().all(|s| s.eof || s.conn.is_none());
                 let ended = self.ended_at.unwrap_or(now);
@@ -302,7 +312,10 @@ impl<N: Net> Client<N> {
                         let errno = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
                         let mut msg = format!("error - {}", strerror(code));
                         if errno != 0 {
-                            msg.push_str(&format!(": {}", std::io::Error::from_raw_os_error(errno)));
+                            msg.push_str(&format!(
+                                ": {}",
+                                std::io::Error::from_raw_os_error(errno)
+                            ));
                         }
                         self.fail(Some(code), msg);
                         return Ok(true);
@@ -424,10 +437,13 @@ impl<N: Net> Client<N> {
             }
             match net.connect(self.cfg.server) {
                 Ok(c) => {
-                    self.stats
-                        .streams
-                        .push(StreamStats::new(stream_id(n), None, Some(self.cfg.server)));
-                    self.streams.push(DataStream::new(c, self.cookie.0.to_vec()));
+                    self.stats.streams.push(StreamStats::new(
+                        stream_id(n),
+                        None,
+                        Some(self.cfg.server),
+                    ));
+                    self.streams
+                        .push(DataStream::new(c, self.cookie.0.to_vec()));
                     progressed = true;
                 }
                 Err(e) => {

@@ -139,6 +139,18 @@ impl<C> Ctrl<C> {
         Ok(moved)
     }
 
+    /// Reads and drops up to `max` bytes that have arrived.
+    pub fn discard_input<N: Net<Conn = C>>(
+        &mut self,
+        net: &mut N,
+        max: usize,
+    ) -> Result<(), CtrlError> {
+        self.input.clear();
+        self.fill(net, max)?;
+        self.input.clear();
+        Ok(())
+    }
+
     /// Takes exactly `n` raw bytes once they are all here.
     pub fn take_bytes<N: Net<Conn = C>>(
         &mut self,

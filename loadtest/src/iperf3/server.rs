@@ -88,7 +88,10 @@ enum Phase {
     Params,
     Creating,
     Running,
-    Draining { quiet_since: Instant, until: Instant },
+    Draining {
+        quiet_since: Instant,
+        until: Instant,
+    },
     Results,
     Display,
     /// An error message is queued: flush it, then close.
@@ -286,10 +289,12 @@ impl<N: Net> Server<N> {
         let mut i = 0;
         while i < self.rejects.len() {
             let r = &mut self.rejects[i];
-            let flushed = matches!(r.ctrl.flush(net), Ok(_)) && r.ctrl.flushed();
-            if flushed || now.duration_since(r.since) > REJECT_LINGER || r.ctrl.flush(net).is_err()
-            {
+            let flush_ok = r.ctrl.flush(net).is_ok();
+            if !flush_ok || r.ctrl.flushed() || now.duration_since(r.since) > REJECT_LINGER {
                 let mut r = self.rejects.swap_remove(i);
+                // Read what the peer already sent (its cookie): closing a socket with
+                // unread bytes resets it, and the reset could overtake our answer.
+                let _ = r.ctrl.discard_input(net, 4096);
                 r.ctrl.close(net);
                 progressed = true;
             } else {
@@ -301,13 +306,12 @@ impl<N: Net> Server<N> {
 
     fn step_candidates(&mut self, net: &mut N, now: Instant) -> bool {
         let mut progressed = false;
-        let mut i = 0;
-        while i < self.candidates.len() {
+        while !self.candidates.is_empty() {
             let creating = self
                 .test
                 .as_ref()
                 .is_some_and(|t| t.phase == Phase::Creating);
-            let c = &mut self.candidates[i];
+            let c = &mut self.candidates[0];
             let verdict = if !creating {
                 Some(false)
             } else {
@@ -323,10 +327,13 @@ impl<N: Net> Server<N> {
                 }
             };
             match verdict {
-                None => i += 1,
+                // Streams are numbered in the order they connected, as iperf3 reads
+                // their cookies one after the other: a later stream waits for an
+                // earlier one's cookie.
+                None => break,
                 Some(ok) => {
                     progressed = true;
-                    let Candidate { mut ctrl, .. } = self.candidates.swap_remove(i);
+                    let Candidate { mut ctrl, .. } = self.candidates.remove(0);
                     match (ok, self.test.as_mut()) {
                         (true, Some(t)) => {
                             let Some(conn) = ctrl.take_conn() else {
@@ -382,7 +389,11 @@ impl<N: Net> Server<N> {
             message: "test ended".into(),
             peer: t.peer,
         });
-        log::info!("iperf3 server: test from {:?} failed: {}", t.peer, err.message);
+        log::info!(
+            "iperf3 server: test from {:?} failed: {}",
+            t.peer,
+            err.message
+        );
         self.results.push(Err(err));
         self.tests_done += 1;
     }
@@ -427,7 +438,10 @@ impl<N: Net> Server<N> {
         if setup && now.duration_since(t.since) > self.cfg.setup_timeout {
             t.fail(
                 Some(ie::NOMSG),
-                format!("no progress in {:?} for {:?}", t.phase, self.cfg.setup_timeout),
+                format!(
+                    "no progress in {:?} for {:?}",
+                    t.phase, self.cfg.setup_timeout
+                ),
                 None,
             );
         }
@@ -442,7 +456,8 @@ impl<N: Net> Server<N> {
         }
         if let (Phase::Running, Some(p)) = (t.phase, &t.params) {
             if p.time > 0
-                && t.stats.elapsed(now) > (Duration::from_secs(p.time) + self.cfg.overrun).as_secs_f64()
+                && t.stats.elapsed(now)
+                    > (Duration::from_secs(p.time) + self.cfg.overrun).as_secs_f64()
             {
                 t.fail(
                     Some(ie::SERVERTERM),
@@ -459,7 +474,12 @@ impl<N: Net> Server<N> {
     }
 
     /// Moves the test on by what the control connection and streams allow.
-    fn advance(&mut self, net: &mut N, t: &mut Test<N::Conn>, now: Instant) -> Result<bool, CtrlError> {
+    fn advance(
+        &mut self,
+        net: &mut N,
+        t: &mut Test<N::Conn>,
+        now: Instant,
+    ) -> Result<bool, CtrlError> {
         let mut progressed = false;
         loop {
             let before = t.phase;
@@ -568,8 +588,9 @@ impl<N: Net> Server<N> {
                     }
                 }
                 Phase::Draining { quiet_since, until } => {
-                    let got = data::pump_recv(net, &mut t.streams, &mut t.stats, &mut self.buf, true)
-                        .unwrap_or(0);
+                    let got =
+                        data::pump_recv(net, &mut t.streams, &mut t.stats, &mut self.buf, true)
+                            .unwrap_or(0);
                     let quiet_since = if got > 0 { now } else { quiet_since };
                     let all_eof = t.streams.iter().all(|s| s.eof || s.conn.is_none());
                     if all_eof
@@ -685,9 +706,11 @@ impl<C> Test<C> {
 
     fn unexpected(&mut self, s: State) {
         match s {
-            State::ClientTerminate => {
-                self.fail(Some(ie::CLIENTTERM), "the client has terminated".into(), None)
-            }
+            State::ClientTerminate => self.fail(
+                Some(ie::CLIENTTERM),
+                "the client has terminated".into(),
+                None,
+            ),
             other => self.fail(
                 Some(ie::MESSAGE),
                 format!("unexpected {other:?} in phase {:?}", self.phase),

@@ -212,9 +212,9 @@ impl<D: PollDevice + ?Sized> Net for SmolNet<'_, D> {
                 tcp::State::Listen | tcp::State::SynReceived => continue,
                 tcp::State::Closed => {
                     // A handshake that was reset: listen again on this slot.
-                    self.sock(h).listen(l.port).map_err(|e| {
-                        io::Error::new(io::ErrorKind::Other, format!("re-listen: {e}"))
-                    })?;
+                    self.sock(h)
+                        .listen(l.port)
+                        .map_err(|e| io::Error::other(format!("re-listen: {e}")))?;
                 }
                 _ => {
                     let fresh = self.listening_socket(l.port)?;
@@ -237,7 +237,7 @@ impl<D: PollDevice + ?Sized> Net for SmolNet<'_, D> {
         };
         let mut s = self.new_socket();
         s.connect(self.iface.context(), IpEndpoint::from(to), port)
-            .map_err(|e| io::Error::new(io::ErrorKind::Other, format!("connect {to}: {e}")))?;
+            .map_err(|e| io::Error::other(format!("connect {to}: {e}")))?;
         let handle = self.sockets.add(s);
         self.poll();
         Ok(SmolConn { handle })
@@ -248,7 +248,7 @@ impl<D: PollDevice + ?Sized> Net for SmolNet<'_, D> {
         if s.can_recv() {
             return s
                 .recv_slice(buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::Other, format!("recv: {e}")));
+                .map_err(|e| io::Error::other(format!("recv: {e}")));
         }
         use tcp::State::*;
         match s.state() {
@@ -271,7 +271,7 @@ impl<D: PollDevice + ?Sized> Net for SmolNet<'_, D> {
                 match s.send_slice(buf) {
                     Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
                     Ok(n) => Ok(n),
-                    Err(e) => Err(io::Error::new(io::ErrorKind::Other, format!("send: {e}"))),
+                    Err(e) => Err(io::Error::other(format!("send: {e}"))),
                 }
             }
             Closed => Err(io::ErrorKind::ConnectionReset.into()),
@@ -366,7 +366,10 @@ mod tests {
             net.wait(Duration::from_millis(1));
         }
         assert_eq!(got, b"hello");
-        assert_eq!(net.peer_addr(&s).map(|a| a.port()), net.local_addr(&c).map(|a| a.port()));
+        assert_eq!(
+            net.peer_addr(&s).map(|a| a.port()),
+            net.local_addr(&c).map(|a| a.port())
+        );
         net.close(c);
         loop {
             assert!(Instant::now() < deadline, "no FIN");

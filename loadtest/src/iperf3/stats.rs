@@ -169,12 +169,10 @@ impl Stats {
     pub fn end(&mut self, now: Instant) {
         let t = self.elapsed(now);
         self.duration = t;
-        if !self.interval.is_zero() && t - self.last_boundary > self.interval.as_secs_f64() / 10.0
-        {
+        if !self.interval.is_zero() && t - self.last_boundary > self.interval.as_secs_f64() / 10.0 {
             self.close_interval(t);
         }
-        if let (Some(c0), Some(w0), Ok(c1)) = (self.cpu_start, self.wall_start, CpuTime::thread())
-        {
+        if let (Some(c0), Some(w0), Ok(c1)) = (self.cpu_start, self.wall_start, CpuTime::thread()) {
             let wall = now.saturating_duration_since(w0).as_secs_f64();
             if wall > 0.0 {
                 let used = c1.since(c0);
@@ -300,6 +298,9 @@ mod tests {
         assert_eq!(c.apply_peer_results(&m).unwrap_err().0, ie::STREAMID);
         let mut broken = m.clone();
         broken.remove("cpu_util_user");
-        assert_eq!(c.apply_peer_results(&broken).unwrap_err().0, ie::RECVRESULTS);
+        assert_eq!(
+            c.apply_peer_results(&broken).unwrap_err().0,
+            ie::RECVRESULTS
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! thread sleeps on the event channel (spin briefly, then block) until netback answers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use hv::env::EventChannel;
@@ -29,6 +30,9 @@ const RX_BURST: usize = 256;
 /// Flags and counts a worker shares with the thread that runs the cell.
 #[derive(Default)]
 pub struct Shared {
+    /// Opened when the window opens (workers wait at it after their set-up).
+    gate: Mutex<bool>,
+    opened: Condvar,
     /// Raised by the cell once everything sent was received or accounted as lost (or a
     /// worker failed): receivers exit.
     pub done: AtomicBool,
@@ -37,6 +41,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Lets every worker through [`Shared::wait_start`].
+    pub fn start(&self) {
+        *self.gate.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until the cell starts (or failed before it could).
+    pub fn wait_start(&self) {
+        let mut open = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*open && !self.failed.load(Ordering::Acquire) {
+            open = self
+                .opened
+                .wait_timeout(open, IDLE_WAIT)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// A worker failed: stop everyone.
     pub fn fail(&self, ctl: &Control) {
         self.failed.store(true, Ordering::Release);

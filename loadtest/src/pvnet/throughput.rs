@@ -19,7 +19,7 @@
 //! window plus that drain.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hv::embedded::EmbeddedChannel;
@@ -208,31 +208,45 @@ fn run_jobs(
 ) -> Result<Run, WorkloadError> {
     let progress: Vec<Progress> = jobs.iter().map(|_| Progress::default()).collect();
     let shared = Shared::default();
-    let barrier = Barrier::new(jobs.len() + 1);
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         let mut sends = Vec::new();
+        let mut spawn_error = None;
         for (job, p) in jobs.into_iter().zip(&progress) {
-            let (shared, barrier) = (&shared, &barrier);
+            let shared = &shared;
             sends.push(job.work != Work::Receive);
             let side = job.side;
-            let h = s.spawn(move || {
+            let name = format!("{side}-q{}", job.q.index());
+            let h = std::thread::Builder::new().name(name).spawn_scoped(s, move || {
                 let plan = TxPlan {
                     template: job.template,
                     flow: job.flow,
                 };
                 let len = job.template.len();
-                barrier.wait();
+                shared.wait_start();
+                if shared.failed.load(Ordering::Acquire) {
+                    return Err(WorkloadError::Setup("another guest thread failed to start".into()));
+                }
                 match job.work {
                     Work::Send => guest::sender(job.q, &plan, ctl, shared, p),
                     Work::Both => guest::both(job.q, &plan, job.flows, ctl, shared, p),
                     Work::Receive => guest::receiver(job.q, len, job.flows, ctl, shared, p),
                 }
             });
-            handles.push((side, h));
+            match h {
+                Ok(h) => handles.push((side, h)),
+                Err(e) => {
+                    shared.fail(ctl);
+                    spawn_error.get_or_insert(e);
+                }
+            }
         }
-        barrier.wait();
+        if let Some(e) = spawn_error {
+            // shared.fail() released the threads that did start.
+            return Err(WorkloadError::Io(e));
+        }
         let start = ctl.begin();
+        shared.start();
         let dom0 = ThreadSet::start(dom0_threads);
         wait_senders(ctl, &shared, &progress, &sends);
         let flows = drain(ctl, &shared, || account(&progress));

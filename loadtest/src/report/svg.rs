@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cell::Direction;
 use crate::report::RunReport;
 use crate::runner::Status;
 use crate::workload::{Kind, Role};
@@ -14,16 +15,83 @@ const RIGHT: f64 = 260.0; // room for the legend
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 70.0;
 
-const PALETTE: [&str; 10] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-    "#bcbd22", "#7f7f7f",
+/// Colours of subject series without a direction (and of any beyond the first few).
+const PALETTE: [&str; 6] = [
+    "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4",
 ];
+
+/// References are drawn in black and greys so no subject colour is mistaken for one.
+const REFERENCE_COLOURS: [&str; 3] = ["#000000", "#555555", "#999999"];
+/// Dash patterns of the references, in order (limit first).
+const REFERENCE_DASHES: [&str; 3] = ["8,4", "2,3", "8,3,2,3"];
 
 /// One plotted line.
 struct Series {
     name: String,
     role: Role,
+    direction: Option<Direction>,
+    queues: u16,
     points: Vec<(f64, f64)>, // (frame size, Gbps), sorted by size
+}
+
+/// How a line is drawn.
+struct Style {
+    colour: &'static str,
+    width: f64,
+    /// `stroke-dasharray`, empty for a solid line.
+    dash: &'static str,
+    /// Square markers (instead of circles) for the second and later queue counts.
+    square: bool,
+}
+
+/// Subject series take their colour from their direction and their line style from
+/// their queue count (1 queue solid, more dashed with square markers), so eight pvnet
+/// lines stay tellable apart; references are black and grey, dashed or dotted.
+fn style(ser: &Series, reference_index: usize, subject_index: usize) -> Style {
+    if ser.role != Role::Subject {
+        return Style {
+            colour: REFERENCE_COLOURS[reference_index.min(REFERENCE_COLOURS.len() - 1)],
+            width: 2.0,
+            dash: REFERENCE_DASHES[reference_index % REFERENCE_DASHES.len()],
+            square: false,
+        };
+    }
+    let colour = match ser.direction {
+        Some(Direction::GuestToDom0) => "#1f77b4",
+        Some(Direction::Dom0ToGuest) => "#ff7f0e",
+        Some(Direction::Bidirectional) => "#2ca02c",
+        Some(Direction::GuestToGuest) => "#d62728",
+        None => PALETTE[subject_index % PALETTE.len()],
+    };
+    let multi = ser.queues > 1;
+    Style {
+        colour,
+        width: if multi { 2.5 } else { 3.0 },
+        dash: if multi { "7,4" } else { "" },
+        square: multi,
+    }
+}
+
+/// A marker at (`x`, `y`) with an optional tooltip.
+fn marker(x: f64, y: f64, st: &Style, title: &str) -> String {
+    let title = if title.is_empty() {
+        String::new()
+    } else {
+        format!("<title>{title}</title>")
+    };
+    if st.square {
+        format!(
+            r#"<rect x="{:.1}" y="{:.1}" width="7" height="7" fill="{}">{title}</rect>"#,
+            x - 3.5,
+            y - 3.5,
+            st.colour
+        )
+    } else {
+        format!(
+            r#"<circle cx="{x:.1}" cy="{y:.1}" r="3.5" fill="{}">{title}</circle>"#,
+            st.colour
+        )
+    }
 }
 
 fn collect(report: &RunReport) -> Vec<Series> {
@@ -43,6 +111,8 @@ fn collect(report: &RunReport) -> Vec<Series> {
             None => out.push(Series {
                 name,
                 role: c.role,
+                direction: c.direction,
+                queues: c.queues,
                 points: vec![p],
             }),
         }
@@ -214,12 +284,19 @@ pub fn render(report: &RunReport) -> String {
         r#"<text x="{lx:.1}" y="{:.1}" font-weight="bold">series</text>"#,
         y1 + 4.0
     );
+    let (mut refs, mut subjects) = (0usize, 0usize);
     for (i, ser) in series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let (width, dash) = match ser.role {
-            Role::Subject => (3.0, ""),
-            Role::Limit => (2.0, r#" stroke-dasharray="8,4""#),
-            Role::Peer => (2.0, r#" stroke-dasharray="3,3""#),
+        let st = if ser.role == Role::Subject {
+            subjects += 1;
+            style(ser, 0, subjects - 1)
+        } else {
+            refs += 1;
+            style(ser, refs - 1, 0)
+        };
+        let dash = if st.dash.is_empty() {
+            String::new()
+        } else {
+            format!(r#" stroke-dasharray="{}""#, st.dash)
         };
         let path: Vec<String> = ser
             .points
@@ -228,19 +305,14 @@ pub fn render(report: &RunReport) -> String {
             .collect();
         let _ = writeln!(
             s,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="{width}"{dash}/>"#,
-            path.join(" ")
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="{}"{dash}/>"#,
+            path.join(" "),
+            st.colour,
+            st.width
         );
         for &(x, y) in &ser.points {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{}: {} B, {:.2} Gbit/s</title></circle>"#,
-                xa.px(x),
-                ya.px(y),
-                escape(&ser.name),
-                x,
-                y
-            );
+            let title = format!("{}: {} B, {:.2} Gbit/s", escape(&ser.name), x, y);
+            let _ = writeln!(s, "{}", marker(xa.px(x), ya.px(y), &st, &title));
         }
         let ly = y1 + 24.0 + 20.0 * i as f64;
         let role = match ser.role {
@@ -250,9 +322,11 @@ pub fn render(report: &RunReport) -> String {
         };
         let _ = writeln!(
             s,
-            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="{width}"{dash}/><circle cx="{:.1}" cy="{ly:.1}" r="3.5" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="{}"{dash}/>{}<text x="{:.1}" y="{:.1}">{}</text>"#,
             lx + 30.0,
-            lx + 15.0,
+            st.colour,
+            st.width,
+            marker(lx + 15.0, ly, &st, ""),
             lx + 38.0,
             ly + 4.0,
             escape(&format!("{}{role}", ser.name))
@@ -281,6 +355,38 @@ mod tests {
         let a = LogAxis::new(64.0, 64.0, 0.0, 0.0, 100.0);
         assert!(a.hi > a.lo);
         assert!((a.px(64.0) - 50.0).abs() < 1e-6);
+    }
+
+    fn series(role: Role, direction: Option<Direction>, queues: u16) -> Series {
+        Series {
+            name: String::new(),
+            role,
+            direction,
+            queues,
+            points: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn subjects_are_coloured_by_direction_and_dashed_by_queues() {
+        let mut colours = Vec::new();
+        for d in Direction::ALL {
+            let one = style(&series(Role::Subject, Some(d), 1), 0, 0);
+            let two = style(&series(Role::Subject, Some(d), 2), 0, 0);
+            assert_eq!(one.colour, two.colour, "same direction, same colour");
+            assert!(one.dash.is_empty() && !one.square);
+            assert!(!two.dash.is_empty() && two.square);
+            colours.push(one.colour);
+        }
+        let refs: Vec<&str> = (0..3)
+            .map(|i| style(&series(Role::Peer, None, 1), i, 0).colour)
+            .collect();
+        for c in &colours {
+            assert!(!refs.contains(c), "{c} is also a reference colour");
+        }
+        colours.sort_unstable();
+        colours.dedup();
+        assert_eq!(colours.len(), 4, "one colour per direction");
     }
 
     #[test]

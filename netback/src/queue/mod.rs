@@ -30,16 +30,20 @@ pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(10);
 /// Spin iterations an idle RX thread polls its inbound queue before it parks.
 const RX_SPIN: u32 = 2000;
 
-/// Rounds an idle worker polls its ring's `req_prod` before it arms the event channel
-/// and sleeps: a few tens of microseconds, longer than the frontend takes to fill a
-/// batch, so a busy frontend never pays for waking a sleeping backend (nor the
-/// backend for its notifications).
-const RING_POLL: u32 = 2048;
+/// Default [`crate::NetbackConfig::busy_poll`]: a few tens of microseconds, longer
+/// than the frontend takes to fill a batch, so a busy frontend never pays for waking a
+/// sleeping backend (nor the backend for its notifications).
+pub const DEFAULT_BUSY_POLL: u32 = 2048;
 
-/// Poll until the frontend published requests past `req_cons` (or `RING_POLL` rounds
-/// pass). Reads the shared producer index only.
-fn poll_requests(req_prod: impl Fn() -> u32, req_cons: u32, stop: &AtomicBool) -> bool {
-    for i in 0..RING_POLL {
+/// Poll until the frontend published requests past `req_cons` (or `rounds` pass).
+/// Reads the shared producer index only.
+fn poll_requests(
+    req_prod: impl Fn() -> u32,
+    req_cons: u32,
+    rounds: u32,
+    stop: &AtomicBool,
+) -> bool {
+    for i in 0..rounds {
         if req_prod() != req_cons {
             return true;
         }
@@ -83,6 +87,8 @@ pub(crate) struct ConnShared {
     pub queues: Vec<Arc<QueueShared>>,
     pub front: FrontFeatures,
     pub limits: TxLimits,
+    /// Poll rounds before an idle worker sleeps ([`crate::NetbackConfig::busy_poll`]).
+    pub busy_poll: u32,
 }
 
 impl ConnShared {

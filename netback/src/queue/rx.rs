@@ -105,7 +105,12 @@ impl<E: BackendEnv> RxWorker<E> {
             // likely consuming and about to repost), then ask for a notification when it
             // posts some (`RING_FINAL_CHECK_FOR_REQUESTS`) and sleep.
             let ring = &self.ring;
-            if poll_requests(|| ring.req_prod(), ring.req_cons(), &self.conn.stop) {
+            if poll_requests(
+                || ring.req_prod(),
+                ring.req_cons(),
+                self.conn.busy_poll,
+                &self.conn.stop,
+            ) {
                 continue;
             }
             if self.split {

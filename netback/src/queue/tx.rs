@@ -98,7 +98,12 @@ impl<E: BackendEnv> TxWorker<E> {
             }
             self.forward_rx_event(false);
             let ring = &self.ring;
-            if poll_requests(|| ring.req_prod(), ring.req_cons(), &self.conn.stop) {
+            if poll_requests(
+                || ring.req_prod(),
+                ring.req_cons(),
+                self.conn.busy_poll,
+                &self.conn.stop,
+            ) {
                 continue;
             }
             if self.ring.final_check_for_requests() {

@@ -10,6 +10,8 @@
 //! and loop is bounded.
 #![allow(dead_code)]
 
+pub mod tcp;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +33,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 
 /// Bound of every control-plane wait.
 pub const WAIT: Duration = Duration::from_secs(10);
-/// The host (bridge) address; guest `n` is 10.77.0.(n+1).
+/// The host (bridge) address; guest `n` is 10.77.0.(10+n).
 pub const HOST_IP: [u8; 4] = [10, 77, 0, 1];
 pub const BRIDGE: &str = "pvbr0";
 
@@ -159,7 +161,7 @@ pub fn ipv4(a: [u8; 4]) -> std::net::Ipv4Addr {
 
 /// Guest `n`'s address.
 pub fn guest_ip(n: u8) -> [u8; 4] {
-    [10, 77, 0, n + 1]
+    [10, 77, 0, 10 + n]
 }
 
 /// Guest `n`'s MAC (Xen's OUI).

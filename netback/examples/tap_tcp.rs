@@ -1,0 +1,135 @@
+//! TCP throughput through the whole path, kernel ⇄ bridge ⇄ TAP ⇄ netback ⇄ netfront ⇄
+//! smoltcp, both directions with offloads, next to kernel TCP over a veth pair between
+//! two namespaces (the same sender, receiver and byte-exact check on both).
+//!
+//! Run as root: `cargo run --release -p netback --example tap_tcp [-- BYTES]`
+//! (default 1 GB each way). `PVNET_GUEST_OFFLOADS=0` turns the guest's offloads off;
+//! `PVNET_MTU=N` sets the TAP/bridge MTU and the guest's MTU (jumbo frames).
+
+#[path = "../tests/tapport_common/mod.rs"]
+#[allow(dead_code)]
+mod tapport_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tapport_common::tcp::*;
+use tapport_common::*;
+
+fn env_u64(k: &str) -> Option<u64> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
+
+/// Kernel TCP over a veth pair between two fresh namespaces: `total` bytes, SHA-256
+/// checked, timed at the receiver.
+fn veth(total: u64, pattern: &Pattern) -> Transfer {
+    let a = HostNs::new("veth-a");
+    let b = HostNs::new("veth-b");
+    a.ip(&["link", "add", "pva", "type", "veth", "peer", "name", "pvb", "netns", &b.name]);
+    a.ip(&["addr", "add", "10.78.0.1/24", "dev", "pva"]);
+    b.ip(&["addr", "add", "10.78.0.2/24", "dev", "pvb"]);
+    a.ip(&["link", "set", "pva", "up"]);
+    b.ip(&["link", "set", "pvb", "up"]);
+    let addr = SocketAddr::from(([10, 78, 0, 2], 5003));
+    let listener = b.within(|| TcpListener::bind(addr)).expect("listen");
+    thread::scope(|s| {
+        let rx = s.spawn(|| {
+            let (mut st, _) = listener.accept().expect("accept");
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut got, mut first, mut last) = (0u64, None, Instant::now());
+            loop {
+                let k = st.read(&mut buf).expect("read");
+                if k == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                h.update(&buf[..k]);
+                got += k as u64;
+                last = Instant::now();
+            }
+            Transfer {
+                bytes: got,
+                secs: last.duration_since(first.unwrap_or(last)).as_secs_f64(),
+                digest: h.finalize().into(),
+            }
+        });
+        a.within(|| {
+            let mut st = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+            let mut buf = vec![0u8; 256 << 10];
+            let mut pos = 0u64;
+            while pos < total {
+                let k = (total - pos).min(buf.len() as u64) as usize;
+                pattern.fill(pos, &mut buf[..k]);
+                st.write_all(&buf[..k]).expect("write");
+                pos += k as u64;
+            }
+        });
+        rx.join().expect("receiver")
+    })
+}
+
+fn show(label: &str, t: &Transfer, want: &[u8; 32], total: u64) {
+    let ok = t.bytes == total && &t.digest == want;
+    println!(
+        "  {label:<34} {:>6} MB in {:>6.2}s = {:>6.2} Gbit/s  {}",
+        t.bytes / 1_000_000,
+        t.secs,
+        t.gbps(),
+        if ok { "byte-exact" } else { "MISMATCH" }
+    );
+    assert!(ok, "{label}: stream differs");
+}
+
+fn main() {
+    if !root_or_skip("tap_tcp example") {
+        return;
+    }
+    let total = std::env::args()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000_000u64);
+    let offloads = env_u64("PVNET_GUEST_OFFLOADS") != Some(0);
+    let mtu = env_u64("PVNET_MTU").map(|m| m as u32);
+    let pattern = Pattern::new(0xbeef);
+    let want = pattern.digest(total);
+    println!(
+        "TCP, {} MB each way, guest offloads {}, MTU {}",
+        total / 1_000_000,
+        if offloads { "on" } else { "off" },
+        mtu.unwrap_or(1500)
+    );
+
+    let host = HostNs::new("tcpbench");
+    if let Some(m) = mtu {
+        host.ip(&["link", "set", BRIDGE, "mtu", &m.to_string()]);
+    }
+    let dom0 = Dom0::new(&host, |c| c.mtu = mtu);
+    let mut cfg = front_cfg(offloads);
+    if let Some(m) = mtu {
+        cfg.mtu = m as usize + 14;
+    }
+    let (domid, mut nf) = dom0.guest(0, cfg);
+    let t = kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern);
+    show("kernel → TAP → netback → guest", &t, &want, total);
+    let t = guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern);
+    show("guest → netback → TAP → kernel", &t, &want, total);
+    if let Some(st) = dom0.port.stats(vif(domid)) {
+        println!(
+            "  TAP: {} frames read ({} B avg), {} written ({} B avg), offloads {:?}",
+            st.from_host_frames,
+            st.from_host_bytes / st.from_host_frames.max(1),
+            st.to_host_frames,
+            st.to_host_bytes / st.to_host_frames.max(1),
+            st.offloads
+        );
+    }
+    drop(nf);
+    drop(dom0);
+    drop(host);
+    let t = veth(total, &pattern);
+    show("kernel → veth → kernel (baseline)", &t, &want, total);
+}

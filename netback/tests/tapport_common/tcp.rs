@@ -1,0 +1,291 @@
+//! Bulk TCP between a kernel socket in the host namespace and a smoltcp socket in a
+//! guest, byte-exact: the receiver's SHA-256 of the stream must equal the digest of
+//! the stream the sender generated (computed up front, so the sender does not hash).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use smoltcp::iface::SocketSet;
+use smoltcp::socket::tcp;
+use smoltcp::wire::Ipv4Address;
+
+use super::*;
+
+/// Wall-clock bound of one transfer (1 GB at 100 Mbit/s would still fit).
+pub const LIMIT: Duration = Duration::from_secs(180);
+/// smoltcp socket buffers (the receive buffer is the window it advertises).
+const SOCK_BUF: usize = 4 << 20;
+
+/// A reproducible stream: a pseudo-random block of prime length repeated, so a chunk
+/// delivered at a wrong offset (anything but a multiple of ~1 MB) changes the digest.
+#[derive(Clone)]
+pub struct Pattern {
+    block: Arc<Vec<u8>>,
+}
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        const LEN: usize = 1_000_003;
+        let mut x = seed | 1;
+        let block = (0..LEN)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        Self {
+            block: Arc::new(block),
+        }
+    }
+
+    /// Bytes `pos..pos + buf.len()` of the stream.
+    pub fn fill(&self, pos: u64, buf: &mut [u8]) {
+        let len = self.block.len();
+        let mut at = (pos % len as u64) as usize;
+        let mut off = 0;
+        while off < buf.len() {
+            let n = (len - at).min(buf.len() - off);
+            buf[off..off + n].copy_from_slice(&self.block[at..at + n]);
+            off += n;
+            at = 0;
+        }
+    }
+
+    /// SHA-256 of the first `total` bytes.
+    pub fn digest(&self, total: u64) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut pos = 0u64;
+        let len = self.block.len() as u64;
+        while pos < total {
+            let at = (pos % len) as usize;
+            let n = (len - at as u64).min(total - pos) as usize;
+            h.update(&self.block[at..at + n]);
+            pos += n as u64;
+        }
+        h.finalize().into()
+    }
+}
+
+/// What a receiver measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    pub bytes: u64,
+    /// First byte to last byte at the receiver.
+    pub secs: f64,
+    pub digest: [u8; 32],
+}
+
+impl Transfer {
+    pub fn gbps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.secs.max(1e-9) / 1e9
+    }
+}
+
+fn host_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((HOST_IP, port))
+}
+
+/// The kernel sends `total` bytes of `pattern` to guest `n` (smoltcp listening on
+/// `port`, served on queue 0 of `nf` by this thread).
+pub fn kernel_to_guest(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u64, pattern: &Pattern) -> Transfer {
+    let start = Instant::now();
+    let q = nf.queue(0).expect("queue 0");
+    let mut iface = iface_for(q, n, start);
+    let mut sockets = SocketSet::new(vec![]);
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; SOCK_BUF]),
+        tcp::SocketBuffer::new(vec![0; 1 << 16]),
+    );
+    sock.listen(port).expect("listen");
+    let h = sockets.add(sock);
+    let dst = SocketAddr::from((guest_ip(n), port));
+    thread::scope(|s| {
+        let sender = s.spawn(|| {
+            host.within(|| {
+                let deadline = Instant::now() + WAIT;
+                let mut st = loop {
+                    match TcpStream::connect_timeout(&dst, Duration::from_secs(1)) {
+                        Ok(st) => break st,
+                        Err(e) if Instant::now() < deadline => {
+                            let _ = e;
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(e) => panic!("kernel could not connect to the guest: {e}"),
+                    }
+                };
+                st.set_write_timeout(Some(Duration::from_secs(30)))
+                    .expect("write timeout");
+                let mut buf = vec![0u8; 256 << 10];
+                let mut pos = 0u64;
+                while pos < total {
+                    let k = (total - pos).min(buf.len() as u64) as usize;
+                    pattern.fill(pos, &mut buf[..k]);
+                    st.write_all(&buf[..k]).expect("kernel send");
+                    pos += k as u64;
+                }
+                st.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                // Keep the socket until the guest has everything.
+                let mut rest = [0u8; 16];
+                let _ = st.set_read_timeout(Some(Duration::from_secs(30)));
+                let _ = st.read(&mut rest);
+            })
+        });
+        let mut hash = Sha256::new();
+        let mut got = 0u64;
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        while got < total {
+            assert!(start.elapsed() < LIMIT, "guest received only {got} of {total} bytes");
+            assert!(
+                !(sender.is_finished() && got < total && first.is_some() && last.elapsed() > WAIT),
+                "sender gone, guest stuck at {got}"
+            );
+            iface.poll(now(start), q, &mut sockets);
+            let sock = sockets.get_mut::<tcp::Socket>(h);
+            let mut progressed = false;
+            while sock.can_recv() {
+                let k = sock
+                    .recv(|buf| {
+                        hash.update(&*buf);
+                        (buf.len(), buf.len())
+                    })
+                    .expect("recv");
+                if k == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                got += k as u64;
+                last = Instant::now();
+                progressed = true;
+            }
+            if !progressed {
+                let d = iface
+                    .poll_delay(now(start), &sockets)
+                    .map(Duration::from)
+                    .unwrap_or(Duration::from_millis(1))
+                    .min(Duration::from_millis(1));
+                if !d.is_zero() {
+                    q.wait(Some(d));
+                }
+            }
+        }
+        let secs = last.duration_since(first.unwrap_or(last)).as_secs_f64();
+        // Let the last ACKs and the FIN exchange out, then close.
+        sockets.get_mut::<tcp::Socket>(h).close();
+        let deadline = Instant::now() + WAIT;
+        while !sender.is_finished() && Instant::now() < deadline {
+            step(&mut iface, q, &mut sockets, start, Duration::from_millis(1));
+        }
+        sender.join().expect("kernel sender");
+        Transfer {
+            bytes: got,
+            secs,
+            digest: hash.finalize().into(),
+        }
+    })
+}
+
+/// Guest `n` sends `total` bytes of `pattern` to a kernel socket listening on
+/// `port` in the host namespace.
+pub fn guest_to_kernel(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u64, pattern: &Pattern) -> Transfer {
+    let listener = host.within(|| TcpListener::bind(host_addr(port))).expect("kernel listen");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let start = Instant::now();
+    let q = nf.queue(0).expect("queue 0");
+    let mut iface = iface_for(q, n, start);
+    let mut sockets = SocketSet::new(vec![]);
+    let sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 1 << 16]),
+        tcp::SocketBuffer::new(vec![0; SOCK_BUF]),
+    );
+    let h = sockets.add(sock);
+    let hip = HOST_IP;
+    sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(iface.context(), (Ipv4Address::new(hip[0], hip[1], hip[2], hip[3]), port), 49152 + u16::from(n))
+        .expect("connect");
+    thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            let deadline = Instant::now() + WAIT;
+            let mut st = loop {
+                match listener.accept() {
+                    Ok((st, _)) => break st,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("kernel accept: {e}"),
+                }
+            };
+            st.set_nonblocking(false).expect("blocking");
+            st.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0u64;
+            let mut first: Option<Instant> = None;
+            let mut last = Instant::now();
+            loop {
+                let k = st.read(&mut buf).expect("kernel recv");
+                if k == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                hash.update(&buf[..k]);
+                got += k as u64;
+                last = Instant::now();
+            }
+            Transfer {
+                bytes: got,
+                secs: last.duration_since(first.unwrap_or(last)).as_secs_f64(),
+                digest: hash.finalize().into(),
+            }
+        });
+        let mut sent = 0u64;
+        let mut closed = false;
+        loop {
+            assert!(start.elapsed() < LIMIT, "guest sent only {sent} of {total} bytes");
+            iface.poll(now(start), q, &mut sockets);
+            let sock = sockets.get_mut::<tcp::Socket>(h);
+            let mut progressed = false;
+            while sent < total && sock.can_send() {
+                let k = sock
+                    .send(|buf| {
+                        let k = (total - sent).min(buf.len() as u64) as usize;
+                        pattern.fill(sent, &mut buf[..k]);
+                        (k, k)
+                    })
+                    .expect("send");
+                if k == 0 {
+                    break;
+                }
+                sent += k as u64;
+                progressed = true;
+            }
+            if sent == total && !closed {
+                sock.close();
+                closed = true;
+            }
+            if closed && receiver.is_finished() {
+                break;
+            }
+            if progressed {
+                // Hand the new data to the device right away.
+                continue;
+            }
+            let d = iface
+                .poll_delay(now(start), &sockets)
+                .map(Duration::from)
+                .unwrap_or(Duration::from_millis(1))
+                .min(Duration::from_millis(1));
+            if !d.is_zero() {
+                q.wait(Some(d));
+            }
+        }
+        receiver.join().expect("kernel receiver")
+    })
+}
