@@ -13,7 +13,6 @@
 //! front. Without `--bench` (e.g. `cargo test --benches`) it does a short smoke run.
 
 #[path = "../tests/tapport_common/mod.rs"]
-#[allow(dead_code)]
 mod tapport_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +58,13 @@ fn raw_rate(host: &HostNs, size: usize, run_for: Duration) -> f64 {
 }
 
 /// frames/s reaching the TAP when a guest sends through netback.
-fn forward_rate(dom0: &Dom0, nf: &mut Front, domid: u16, size: usize, run_for: Duration) -> (f64, u64) {
+fn forward_rate(
+    dom0: &Dom0,
+    nf: &mut Front,
+    domid: u16,
+    size: usize,
+    run_for: Duration,
+) -> (f64, u64) {
     let f = frame(size, guest_mac(0));
     let frames: Vec<&[u8]> = (0..BATCH).map(|_| &f[..]).collect();
     let stop = AtomicBool::new(false);

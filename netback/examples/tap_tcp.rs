@@ -7,7 +7,6 @@
 //! `PVNET_MTU=N` sets the TAP/bridge MTU and the guest's MTU (jumbo frames).
 
 #[path = "../tests/tapport_common/mod.rs"]
-#[allow(dead_code)]
 mod tapport_common;
 
 use std::io::{Read, Write};
@@ -28,7 +27,9 @@ fn env_u64(k: &str) -> Option<u64> {
 fn veth(total: u64, pattern: &Pattern) -> Transfer {
     let a = HostNs::new("veth-a");
     let b = HostNs::new("veth-b");
-    a.ip(&["link", "add", "pva", "type", "veth", "peer", "name", "pvb", "netns", &b.name]);
+    a.ip(&[
+        "link", "add", "pva", "type", "veth", "peer", "name", "pvb", "netns", &b.name,
+    ]);
     a.ip(&["addr", "add", "10.78.0.1/24", "dev", "pva"]);
     b.ip(&["addr", "add", "10.78.0.2/24", "dev", "pvb"]);
     a.ip(&["link", "set", "pva", "up"]);
@@ -58,7 +59,8 @@ fn veth(total: u64, pattern: &Pattern) -> Transfer {
             }
         });
         a.within(|| {
-            let mut st = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+            let mut st =
+                TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
             let mut buf = vec![0u8; 256 << 10];
             let mut pos = 0u64;
             while pos < total {

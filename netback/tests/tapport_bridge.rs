@@ -22,7 +22,7 @@ use netback::tap::Offloads;
 use smoltcp::iface::SocketSet;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::icmp;
-use smoltcp::wire::{IpAddress, Icmpv4Packet, Icmpv4Repr};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress};
 use tapport_common::*;
 
 const IDENT: u16 = 0x7e57;
@@ -43,9 +43,7 @@ fn guest_loop(
     let q = nf.queue(0).expect("queue 0");
     let mut iface = iface_for(q, n, start);
     let mut sockets = SocketSet::new(vec![]);
-    let mk = || {
-        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0u8; 4096])
-    };
+    let mk = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0u8; 4096]);
     let mut sock = icmp::Socket::new(mk(), mk());
     sock.bind(icmp::Endpoint::Ident(IDENT)).expect("bind");
     let h = sockets.add(sock);
@@ -66,7 +64,10 @@ fn guest_loop(
                 continue;
             };
             if let Ok(Icmpv4Repr::EchoReply { ident, data, .. }) = Icmpv4Repr::parse(&pkt, &caps) {
-                if ident == IDENT && data == PAYLOAD && from == IpAddress::v4(target[0], target[1], target[2], target[3]) {
+                if ident == IDENT
+                    && data == PAYLOAD
+                    && from == IpAddress::v4(target[0], target[1], target[2], target[3])
+                {
                     replied = true;
                     replied_flag.store(true, Ordering::Relaxed);
                 }
@@ -116,15 +117,28 @@ fn kernel_and_guest_ping_each_other_and_arp_both_ways() {
     let replied = AtomicBool::new(false);
     let (guest_got_reply, kernel_ok) = thread::scope(|s| {
         let g = s.spawn(|| {
-            guest_loop(&mut nf, 0, Some(HOST_IP), &replied, &stop, Duration::from_secs(30))
+            guest_loop(
+                &mut nf,
+                0,
+                Some(HOST_IP),
+                &replied,
+                &stop,
+                Duration::from_secs(30),
+            )
         });
         let kernel_ok = kernel_ping(&host, guest_ip(0), 3, Duration::from_secs(2)) == 3;
         wait_until(WAIT, || replied.load(Ordering::Relaxed));
         stop.store(true, Ordering::Relaxed);
         (g.join().expect("guest thread"), kernel_ok)
     });
-    assert!(kernel_ok, "the kernel's pings to the guest were not all answered");
-    assert!(guest_got_reply, "the guest's ping to the kernel got no reply");
+    assert!(
+        kernel_ok,
+        "the kernel's pings to the guest were not all answered"
+    );
+    assert!(
+        guest_got_reply,
+        "the guest's ping to the kernel got no reply"
+    );
 
     // The kernel learnt the guest's MAC by ARP, and its neighbour entry says so.
     let neigh = host.ip(&["neigh", "show", &ipv4(guest_ip(0)).to_string()]);
@@ -137,7 +151,11 @@ fn kernel_and_guest_ping_each_other_and_arp_both_ways() {
 
     let st = dom0.port.stats(vif(domid)).expect("stats");
     assert!(st.to_host_frames >= 4 && st.to_guest_frames >= 4, "{st:?}");
-    assert_eq!(st.to_host_dropped + st.to_guest_dropped + st.to_guest_bad, 0, "{st:?}");
+    assert_eq!(
+        st.to_host_dropped + st.to_guest_dropped + st.to_guest_bad,
+        0,
+        "{st:?}"
+    );
     drop(dom0);
     writer.flush().expect("flush");
     drop(writer);
@@ -150,19 +168,28 @@ fn kernel_and_guest_ping_each_other_and_arp_both_ways() {
         let f = format!("arp.opcode == {op} && arp.src.proto_ipv4 == {sender} && arp.dst.proto_ipv4 == {target}");
         tshark_count(&pcap.0, &f)
     };
-    assert!(arp(1, &h, &g) >= 1, "no ARP request from the kernel for the guest");
+    assert!(
+        arp(1, &h, &g) >= 1,
+        "no ARP request from the kernel for the guest"
+    );
     assert!(arp(2, &g, &h) >= 1, "no ARP reply from the guest");
-    assert!(arp(1, &g, &h) >= 1, "no ARP request from the guest for the kernel");
+    assert!(
+        arp(1, &g, &h) >= 1,
+        "no ARP request from the guest for the kernel"
+    );
     assert!(arp(2, &h, &g) >= 1, "no ARP reply from the kernel");
-    let echo = |ty: u8, src: &str| {
-        tshark_count(&pcap.0, &format!("icmp.type == {ty} && ip.src == {src}"))
-    };
+    let echo =
+        |ty: u8, src: &str| tshark_count(&pcap.0, &format!("icmp.type == {ty} && ip.src == {src}"));
     assert!(echo(8, &h) >= 3 && echo(0, &g) >= 3, "kernel → guest pings");
     assert!(echo(8, &g) >= 1 && echo(0, &h) >= 1, "guest → kernel ping");
     let report = tshark_check(&pcap.0);
     // 4 ARP, 3 + 3 kernel echoes, 1 + 1 guest echoes (plus whatever IGMP the bridge sent).
     assert!(report.frames >= 12, "{report:?}");
-    assert!(report.flagged.is_empty(), "tshark flagged: {:?}", report.flagged);
+    assert!(
+        report.flagged.is_empty(),
+        "tshark flagged: {:?}",
+        report.flagged
+    );
 }
 
 #[test]
@@ -185,7 +212,9 @@ fn two_guests_reach_each_other_through_the_kernel_bridge() {
     let (a_ok, b_ok) = thread::scope(|s| {
         let a = s.spawn(|| guest_loop(&mut nfa, 0, Some(guest_ip(1)), &ra, &stop, limit));
         let b = s.spawn(|| guest_loop(&mut nfb, 1, Some(guest_ip(0)), &rb, &stop, limit));
-        wait_until(WAIT, || ra.load(Ordering::Relaxed) && rb.load(Ordering::Relaxed));
+        wait_until(WAIT, || {
+            ra.load(Ordering::Relaxed) && rb.load(Ordering::Relaxed)
+        });
         stop.store(true, Ordering::Relaxed);
         (a.join().expect("guest a"), b.join().expect("guest b"))
     });
@@ -194,9 +223,14 @@ fn two_guests_reach_each_other_through_the_kernel_bridge() {
     // The bridge switched it: it learnt each guest's MAC on that guest's TAP.
     let fdb = host.exec(&["bridge", "fdb", "show", "br", BRIDGE]);
     for (n, tap) in [(0u8, &ta), (1u8, &tb)] {
-        let m = guest_mac(n).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let m = guest_mac(n)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
         assert!(
-            fdb.lines().any(|l| l.starts_with(&m) && l.contains(&format!("dev {tap}"))),
+            fdb.lines()
+                .any(|l| l.starts_with(&m) && l.contains(&format!("dev {tap}"))),
             "bridge did not learn guest {n} on {tap}: {fdb}"
         );
     }
@@ -224,7 +258,10 @@ fn tap_follows_the_vif_queues_features_and_lifecycle() {
     assert_eq!((sa.tap.as_str(), sa.queues), ("vif1.0", 2));
     assert_eq!((sb.tap.as_str(), sb.queues), ("vif2.0", 1));
     // Offloads follow the guest: all of them for the first, none for the second.
-    assert_eq!(sa.offloads, Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6);
+    assert_eq!(
+        sa.offloads,
+        Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6
+    );
     assert_eq!(sb.offloads, Offloads::NONE);
     // The kernel's view: TAP with vnet headers, multi-queue only for the 2-queue vif,
     // MTU and bridge as configured.
@@ -233,21 +270,34 @@ fn tap_follows_the_vif_queues_features_and_lifecycle() {
         u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).expect("tun_flags")
     };
     let (fa, fb) = (flags("vif1.0"), flags("vif2.0"));
-    let (tap, vnet, mq) = (libc::IFF_TAP as u32, libc::IFF_VNET_HDR as u32, libc::IFF_MULTI_QUEUE as u32);
+    let (tap, vnet, mq) = (
+        libc::IFF_TAP as u32,
+        libc::IFF_VNET_HDR as u32,
+        libc::IFF_MULTI_QUEUE as u32,
+    );
     assert_eq!(fa & (tap | vnet | mq), tap | vnet | mq, "{fa:#x}");
     assert_eq!(fb & (tap | vnet | mq), tap | vnet, "{fb:#x}");
     for t in ["vif1.0", "vif2.0"] {
         let l = host.ip(&["-o", "link", "show", "dev", t]);
-        assert!(l.contains("mtu 9000") && l.contains(&format!("master {BRIDGE}")) && l.contains("UP"), "{l}");
+        assert!(
+            l.contains("mtu 9000") && l.contains(&format!("master {BRIDGE}")) && l.contains("UP"),
+            "{l}"
+        );
     }
     // Disconnect from the backend side: the TAP goes, the other stays.
     dom0.nb().close_vif(vif(da));
-    assert!(host.wait_link_gone("vif1.0"), "vif1.0 still exists after close");
+    assert!(
+        host.wait_link_gone("vif1.0"),
+        "vif1.0 still exists after close"
+    );
     assert!(dom0.port.tap_name(vif(da)).is_none());
     assert!(host.has_link("vif2.0"));
     drop(nfa);
     drop(nfb);
     // netback shutdown disconnects everything: no TAP is left behind.
     drop(dom0);
-    assert!(host.wait_link_gone("vif2.0"), "vif2.0 still exists after shutdown");
+    assert!(
+        host.wait_link_gone("vif2.0"),
+        "vif2.0 still exists after shutdown"
+    );
 }

@@ -66,7 +66,10 @@ fn check_capture(label: &str, w: Arc<PcapWriter>, path: &TempPath, expect_gso: O
         report.frames,
         report.flagged.len()
     ));
-    assert!(report.frames as u64 == stats.packets && report.frames > 200, "{label}: {report:?} {stats:?}");
+    assert!(
+        report.frames as u64 == stats.packets && report.frames > 200,
+        "{label}: {report:?} {stats:?}"
+    );
     assert!(
         report.flagged.is_empty(),
         "{label}: tshark flagged {} frames, first: {:?}",
@@ -101,7 +104,10 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
         to_guest.gbps()
     ));
     assert_eq!(to_guest.bytes, total, "{label}: kernel → guest byte count");
-    assert!(to_guest.digest == want, "{label}: kernel → guest stream differs (SHA-256)");
+    assert!(
+        to_guest.digest == want,
+        "{label}: kernel → guest stream differs (SHA-256)"
+    );
     let expect_gso = match policy {
         OffloadPolicy::Negotiated => Some(guest_offloads),
         OffloadPolicy::Fixed(_) => None,
@@ -117,7 +123,10 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
         to_kernel.gbps()
     ));
     assert_eq!(to_kernel.bytes, total, "{label}: guest → kernel byte count");
-    assert!(to_kernel.digest == want, "{label}: guest → kernel stream differs (SHA-256)");
+    assert!(
+        to_kernel.digest == want,
+        "{label}: guest → kernel stream differs (SHA-256)"
+    );
     check_capture(&format!("{label} guest → kernel"), w, &pcap_out, None);
 
     let port = dom0.port.stats(vif(domid)).expect("port stats");
@@ -136,16 +145,40 @@ fn tcp_both_ways_with_offloads() {
     if !root_or_skip("tcp_both_ways_with_offloads") {
         return;
     }
-    let o = run("offloads on", true, OffloadPolicy::Negotiated, bytes_each_way());
-    assert_eq!(o.port.offloads, Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6);
+    let o = run(
+        "offloads on",
+        true,
+        OffloadPolicy::Negotiated,
+        bytes_each_way(),
+    );
+    assert_eq!(
+        o.port.offloads,
+        Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6
+    );
     // Super-frames crossed the TAP whole: the average frame read is far above the MTU.
     let avg = o.port.from_host_bytes / o.port.from_host_frames.max(1);
-    assert!(avg > 8000, "average frame from the TAP {avg} bytes: no GSO? {:?}", o.port);
+    assert!(
+        avg > 8000,
+        "average frame from the TAP {avg} bytes: no GSO? {:?}",
+        o.port
+    );
     // ... and reached the guest as GSO (netfront's average frame is as large).
-    assert!(o.front.rx_bytes / o.front.rx_packets.max(1) > 8000, "{:?}", o.front);
+    assert!(
+        o.front.rx_bytes / o.front.rx_packets.max(1) > 8000,
+        "{:?}",
+        o.front
+    );
     // Nothing had to be done in software, nothing was lost on the TAP.
-    assert_eq!(o.port.to_guest_segmented + o.port.to_guest_csum_filled, 0, "{:?}", o.port);
-    assert_eq!(o.port.to_host_dropped + o.port.to_host_rejected + o.port.to_host_bad_offload, 0);
+    assert_eq!(
+        o.port.to_guest_segmented + o.port.to_guest_csum_filled,
+        0,
+        "{:?}",
+        o.port
+    );
+    assert_eq!(
+        o.port.to_host_dropped + o.port.to_host_rejected + o.port.to_host_bad_offload,
+        0
+    );
     assert_eq!(o.port.to_guest_bad, 0);
     // The guest left its checksums to the device (blank) and they were still right.
     assert!(o.front.rx_csum_sw > 0, "{:?}", o.front);
@@ -157,14 +190,27 @@ fn tcp_both_ways_without_offloads() {
     if !root_or_skip("tcp_both_ways_without_offloads") {
         return;
     }
-    let o = run("offloads off", false, OffloadPolicy::Negotiated, bytes_each_way());
+    let o = run(
+        "offloads off",
+        false,
+        OffloadPolicy::Negotiated,
+        bytes_each_way(),
+    );
     assert_eq!(o.port.offloads, Offloads::NONE);
     // No frame above the MTU, none with a blank checksum for the guest.
     let avg = o.port.from_host_bytes / o.port.from_host_frames.max(1);
     assert!(avg <= 1514, "{:?}", o.port);
     assert_eq!(o.front.rx_csum_sw, 0, "{:?}", o.front);
-    assert_eq!(o.port.to_guest_segmented + o.port.to_guest_csum_filled, 0, "{:?}", o.port);
-    assert_eq!(o.port.to_host_dropped + o.port.to_host_rejected + o.port.to_host_bad_offload, 0);
+    assert_eq!(
+        o.port.to_guest_segmented + o.port.to_guest_csum_filled,
+        0,
+        "{:?}",
+        o.port
+    );
+    assert_eq!(
+        o.port.to_host_dropped + o.port.to_host_rejected + o.port.to_host_bad_offload,
+        0
+    );
 }
 
 #[test]
@@ -173,12 +219,29 @@ fn tcp_software_fallback_when_the_guest_lacks_offloads() {
         return;
     }
     let forced = Offloads::CSUM | Offloads::TSO4 | Offloads::TSO6;
-    let o = run("fallback", false, OffloadPolicy::Fixed(forced), bytes_each_way() / 4);
+    let o = run(
+        "fallback",
+        false,
+        OffloadPolicy::Fixed(forced),
+        bytes_each_way() / 4,
+    );
     assert_eq!(o.port.offloads, forced);
     // The kernel handed over super-frames; netback cut them for the guest, which saw
     // only MTU-sized frames with complete checksums.
-    assert!(o.port.to_guest_segmented > 0 && o.port.to_guest_segments > o.port.to_guest_segmented, "{:?}", o.port);
-    assert!(o.front.rx_bytes / o.front.rx_packets.max(1) <= 1514, "{:?}", o.front);
-    assert_eq!(o.front.rx_csum_sw, 0, "the guest got a blank checksum: {:?}", o.front);
+    assert!(
+        o.port.to_guest_segmented > 0 && o.port.to_guest_segments > o.port.to_guest_segmented,
+        "{:?}",
+        o.port
+    );
+    assert!(
+        o.front.rx_bytes / o.front.rx_packets.max(1) <= 1514,
+        "{:?}",
+        o.front
+    );
+    assert_eq!(
+        o.front.rx_csum_sw, 0,
+        "the guest got a blank checksum: {:?}",
+        o.front
+    );
     assert_eq!(o.port.to_guest_bad, 0);
 }

@@ -69,9 +69,15 @@ impl<C: EventChannel> Queue<C> {
         if timeout == Some(Duration::ZERO) {
             return false;
         }
-        for _ in 0..self.busy_poll {
+        for _i in 0..self.busy_poll {
             if ready(self) {
                 return true;
+            }
+            // If the backend's thread shares this CPU, let it run: polling only pays
+            // while both sides are on CPUs at once.
+            #[cfg(feature = "std")]
+            if _i % 64 == 63 {
+                std::thread::yield_now();
             }
             core::hint::spin_loop();
         }

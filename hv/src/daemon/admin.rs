@@ -81,7 +81,8 @@ pub(crate) fn destroy(shared: &Arc<Shared>, domid: DomId) -> Result<(), OpError>
         Some(sock) => {
             sock.shutdown();
             let deadline = Instant::now() + DESTROY_TIMEOUT;
-            while shared.hv.domain(domid).is_some() {
+            // Teardown removes the entry last, once everything is released.
+            while lock(&shared.guests).contains_key(&domid) {
                 if Instant::now() >= deadline {
                     return Err(OpError::new(
                         "ETIMEDOUT",

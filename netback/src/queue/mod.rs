@@ -47,8 +47,13 @@ fn poll_requests(
         if req_prod() != req_cons {
             return true;
         }
-        if i % 64 == 63 && stop.load(Ordering::Relaxed) {
-            return false;
+        if i % 64 == 63 {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            // If the frontend's thread shares this CPU, let it run: polling only pays
+            // while both sides are on CPUs at once.
+            std::thread::yield_now();
         }
         std::hint::spin_loop();
     }

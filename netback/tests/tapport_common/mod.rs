@@ -306,7 +306,13 @@ pub fn iface_for(q: &mut Queue<Chan>, n: u8, start: Instant) -> Interface {
 
 /// One poll-and-wait step of a guest stack: poll, then sleep until the device has
 /// work or smoltcp's next timer (at most `cap`).
-pub fn step(iface: &mut Interface, q: &mut Queue<Chan>, sockets: &mut SocketSet<'_>, start: Instant, cap: Duration) {
+pub fn step(
+    iface: &mut Interface,
+    q: &mut Queue<Chan>,
+    sockets: &mut SocketSet<'_>,
+    start: Instant,
+    cap: Duration,
+) {
     iface.poll(now(start), q, sockets);
     let d = iface
         .poll_delay(now(start), sockets)
@@ -333,20 +339,22 @@ pub struct TsharkReport {
 pub const BAD_FILTER: &str = "ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" \
      || udp.checksum.status == \"Bad\" || icmp.checksum.status == \"Bad\" || _ws.malformed";
 
+/// tshark options turning checksum validation on (off by default in Wireshark).
+const VALIDATE: [&str; 6] = [
+    "-o",
+    "ip.check_checksum:TRUE",
+    "-o",
+    "tcp.check_checksum:TRUE",
+    "-o",
+    "udp.check_checksum:TRUE",
+];
+
 /// Runs tshark over `pcap` with checksum validation on.
 pub fn tshark_check(pcap: &Path) -> TsharkReport {
     let file = pcap.to_str().expect("utf-8 path");
-    let validate = [
-        "-o",
-        "ip.check_checksum:TRUE",
-        "-o",
-        "tcp.check_checksum:TRUE",
-        "-o",
-        "udp.check_checksum:TRUE",
-    ];
     let count = |filter: Option<&str>| -> Vec<String> {
         let mut args = vec!["-n", "-r", file];
-        args.extend_from_slice(&validate);
+        args.extend_from_slice(&VALIDATE);
         if let Some(f) = filter {
             args.extend_from_slice(&["-Y", f]);
         }
@@ -363,10 +371,13 @@ pub fn tshark_check(pcap: &Path) -> TsharkReport {
     }
 }
 
-/// Frames of `pcap` matching display filter `filter`.
+/// Frames of `pcap` matching display filter `filter` (checksum validation on).
 pub fn tshark_count(pcap: &Path, filter: &str) -> usize {
     let file = pcap.to_str().expect("utf-8 path");
-    run("tshark", &["-n", "-r", file, "-Y", filter, "-T", "fields", "-e", "frame.number"])
+    let mut args = vec!["-n", "-r", file];
+    args.extend_from_slice(&VALIDATE);
+    args.extend_from_slice(&["-Y", filter, "-T", "fields", "-e", "frame.number"]);
+    run("tshark", &args)
         .lines()
         .filter(|l| !l.is_empty())
         .count()
@@ -409,7 +420,11 @@ pub fn kernel_ping(host: &HostNs, target: [u8; 4], count: u16, timeout: Duration
     host.within(move || {
         // SAFETY: plain socket(2) call; the result is checked and owned below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
-        assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "raw ICMP socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd is a fresh descriptor nobody else owns.
         let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
@@ -456,7 +471,12 @@ pub fn kernel_ping(host: &HostNs, target: [u8; 4], count: u16, timeout: Duration
                     std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
                 )
             };
-            assert_eq!(n, req.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                n,
+                req.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 let mut buf = [0u8; 1500];

@@ -93,7 +93,14 @@ fn host_addr(port: u16) -> SocketAddr {
 
 /// The kernel sends `total` bytes of `pattern` to guest `n` (smoltcp listening on
 /// `port`, served on queue 0 of `nf` by this thread).
-pub fn kernel_to_guest(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u64, pattern: &Pattern) -> Transfer {
+pub fn kernel_to_guest(
+    host: &HostNs,
+    nf: &mut Front,
+    n: u8,
+    port: u16,
+    total: u64,
+    pattern: &Pattern,
+) -> Transfer {
     let start = Instant::now();
     let q = nf.queue(0).expect("queue 0");
     let mut iface = iface_for(q, n, start);
@@ -141,7 +148,10 @@ pub fn kernel_to_guest(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u
         let mut first: Option<Instant> = None;
         let mut last = Instant::now();
         while got < total {
-            assert!(start.elapsed() < LIMIT, "guest received only {got} of {total} bytes");
+            assert!(
+                start.elapsed() < LIMIT,
+                "guest received only {got} of {total} bytes"
+            );
             assert!(
                 !(sender.is_finished() && got < total && first.is_some() && last.elapsed() > WAIT),
                 "sender gone, guest stuck at {got}"
@@ -193,8 +203,17 @@ pub fn kernel_to_guest(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u
 
 /// Guest `n` sends `total` bytes of `pattern` to a kernel socket listening on
 /// `port` in the host namespace.
-pub fn guest_to_kernel(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u64, pattern: &Pattern) -> Transfer {
-    let listener = host.within(|| TcpListener::bind(host_addr(port))).expect("kernel listen");
+pub fn guest_to_kernel(
+    host: &HostNs,
+    nf: &mut Front,
+    n: u8,
+    port: u16,
+    total: u64,
+    pattern: &Pattern,
+) -> Transfer {
+    let listener = host
+        .within(|| TcpListener::bind(host_addr(port)))
+        .expect("kernel listen");
     listener.set_nonblocking(true).expect("nonblocking");
     let start = Instant::now();
     let q = nf.queue(0).expect("queue 0");
@@ -208,7 +227,11 @@ pub fn guest_to_kernel(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u
     let hip = HOST_IP;
     sockets
         .get_mut::<tcp::Socket>(h)
-        .connect(iface.context(), (Ipv4Address::new(hip[0], hip[1], hip[2], hip[3]), port), 49152 + u16::from(n))
+        .connect(
+            iface.context(),
+            (Ipv4Address::new(hip[0], hip[1], hip[2], hip[3]), port),
+            49152 + u16::from(n),
+        )
         .expect("connect");
     thread::scope(|s| {
         let receiver = s.spawn(|| {
@@ -216,14 +239,18 @@ pub fn guest_to_kernel(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u
             let mut st = loop {
                 match listener.accept() {
                     Ok((st, _)) => break st,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            && Instant::now() < deadline =>
+                    {
                         thread::sleep(Duration::from_millis(5));
                     }
                     Err(e) => panic!("kernel accept: {e}"),
                 }
             };
             st.set_nonblocking(false).expect("blocking");
-            st.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+            st.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("read timeout");
             let mut hash = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut got = 0u64;
@@ -248,7 +275,10 @@ pub fn guest_to_kernel(host: &HostNs, nf: &mut Front, n: u8, port: u16, total: u
         let mut sent = 0u64;
         let mut closed = false;
         loop {
-            assert!(start.elapsed() < LIMIT, "guest sent only {sent} of {total} bytes");
+            assert!(
+                start.elapsed() < LIMIT,
+                "guest sent only {sent} of {total} bytes"
+            );
             iface.poll(now(start), q, &mut sockets);
             let sock = sockets.get_mut::<tcp::Socket>(h);
             let mut progressed = false;

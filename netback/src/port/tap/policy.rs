@@ -279,7 +279,10 @@ mod tests {
             ipv6_csum_offload: false,
             ..all()
         };
-        assert_eq!(GuestRxCaps::from_features(&f).tun_offloads(), Offloads::NONE);
+        assert_eq!(
+            GuestRxCaps::from_features(&f).tun_offloads(),
+            Offloads::NONE
+        );
         // Every choice is one the kernel honours.
         for bits in 0..64u8 {
             let f = FrontFeatures {
@@ -319,10 +322,7 @@ mod tests {
                 })
             })
         );
-        assert_eq!(
-            rx_action(&gso, &f4, &none),
-            RxAction::Segment { mss: 1448 }
-        );
+        assert_eq!(rx_action(&gso, &f4, &none), RxAction::Segment { mss: 1448 });
         gso.gso_size = 0;
         assert_eq!(
             rx_action(&gso, &f4, &full),
@@ -400,7 +400,10 @@ mod tests {
             )
             .unwrap();
             assert_eq!(h, reference);
-            assert_eq!(copy, f, "the frontend's pseudo-header sum was already right");
+            assert_eq!(
+                copy, f,
+                "the frontend's pseudo-header sum was already right"
+            );
         }
         let f = tcp(false, 100);
         let plain = OffloadMeta::default();

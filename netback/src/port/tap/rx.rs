@@ -253,7 +253,13 @@ impl Reader {
         self.seg_lens.clear();
         loop {
             if used + max > self.seg_buf.len() || self.seg_lens.len() == SEGMENTS_PER_FLUSH {
-                Self::flush_segments(&self.vif, &self.link, self.queue, &self.seg_buf, &self.seg_lens);
+                Self::flush_segments(
+                    &self.vif,
+                    &self.link,
+                    self.queue,
+                    &self.seg_buf,
+                    &self.seg_lens,
+                );
                 self.seg_lens.clear();
                 used = 0;
             }
@@ -270,7 +276,13 @@ impl Reader {
                 }
             }
         }
-        Self::flush_segments(&self.vif, &self.link, self.queue, &self.seg_buf, &self.seg_lens);
+        Self::flush_segments(
+            &self.vif,
+            &self.link,
+            self.queue,
+            &self.seg_buf,
+            &self.seg_lens,
+        );
         self.seg_lens.clear();
     }
 

@@ -9,9 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use super::policy::tx_vnet_hdr;
 use super::{TapVif, VifStats};
 use crate::frame::{Frame, FrameBatch, OffloadMeta};
-use crate::offload::{
-    vnet_hdr_from_netif_tx, NetifGso, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
-};
+use crate::offload::{vnet_hdr_from_netif_tx, NetifGso, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
 use crate::tap::{Backpressure, TapQueue, TxBatchResult, TxFrame};
 use crate::virtio_net_hdr::VirtioNetHdr;
 
@@ -58,7 +56,10 @@ impl<'a> Pending<'a> {
             hdr: VirtioNetHdr::NONE,
             segs: &[],
         }; CHUNK];
-        for (f, (h, d)) in frames.iter_mut().zip(self.hdrs.iter().zip(self.data.iter())) {
+        for (f, (h, d)) in frames
+            .iter_mut()
+            .zip(self.hdrs.iter().zip(self.data.iter()))
+        {
             f.hdr = *h;
             f.segs = &d[..];
         }
@@ -119,7 +120,12 @@ fn write_fixed_up(q: &TapQueue, scratch: &TxScratch, f: Frame<'_>, stats: &VifSt
         gso_type: g.ty.to_xen(),
         gso_size: g.size,
     });
-    let flags = NETTXF_CSUM_BLANK | if data_validated { NETTXF_DATA_VALIDATED } else { 0 };
+    let flags = NETTXF_CSUM_BLANK
+        | if data_validated {
+            NETTXF_DATA_VALIDATED
+        } else {
+            0
+        };
     match vnet_hdr_from_netif_tx(&mut buf, flags, gso) {
         Ok(hdr) => match q.write_batch(
             &[TxFrame {
