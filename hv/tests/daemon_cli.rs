@@ -21,7 +21,7 @@ fn zz_guest_process_entry() {
 }
 
 fn hv(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hv"))
+    Command::new(env!("CARGO_BIN_EXE_hv-core"))
         .arg("--socket")
         .arg(socket)
         .args(args)
@@ -180,7 +180,7 @@ fn errors_name_the_problem_and_the_fix() {
 
 /// Start `hv serve` and wait until it says it serves.
 fn serve(socket: &Path) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hv"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hv-core"))
         .arg("--socket")
         .arg(socket)
         .arg("serve")

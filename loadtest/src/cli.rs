@@ -14,6 +14,11 @@ Every cell is measured for --duration seconds (by default the run is sized to ab
 same frame sizes, so pvnet's numbers are reported as ratios to them: those hold on a
 noisy, shared machine where absolute numbers do not.
 
+pvnet series: `pvnet` (netfront ⇄ netback on the embedded hypervisor, every size ×
+direction × queue pairs), `pvnet-evtchn` and `pvnet-poll` (one-frame round trips
+through netback's reflector, the guest sleeping on its event channel or polling).
+The largest default size is 65535, not 65536: netif_tx_request.size is 16-bit.
+
 Results go to results/<UTC timestamp>/ (or --out): results.json, table.txt and
 throughput.svg. The exit status is 1 if any cell failed verification or stalled.
 

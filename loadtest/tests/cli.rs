@@ -9,7 +9,6 @@ use common::{assert_plausible_latency, assert_plausible_throughput, cell, check_
 use loadtest::peers::{CROSSBEAM, EVENTFD_PINGPONG, MEMCPY, RINGBUF, SPIN_PINGPONG};
 use loadtest::report::table::THROUGHPUT_COLUMNS;
 use loadtest::report::{RunReport, JSON_FILE, SVG_FILE, TABLE_FILE};
-use loadtest::runner::Status;
 
 fn out_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("loadtest-test-{}-{name}", std::process::id()));
@@ -155,7 +154,10 @@ fn list_shows_series_and_cells_without_running() {
         assert!(s.contains(name), "list lacks {name}: {s}");
     }
     assert!(s.contains("\n  64B guest→dom0 1q\n"), "{s}");
-    assert!(s.contains("32B guest→dom0 1q  [unsupported: 32 B is below ETH_ZLEN"), "{s}");
+    assert!(
+        s.contains("32B guest→dom0 1q  [unsupported: 32 B is below ETH_ZLEN"),
+        "{s}"
+    );
 }
 
 #[test]

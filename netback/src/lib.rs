@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod counters;
+pub mod daemon_backend;
 pub mod error;
 pub mod frame;
 pub mod frontend;

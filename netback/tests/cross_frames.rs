@@ -510,8 +510,17 @@ fn multi_slot_sg_frames_up_to_65535_bytes() {
 #[test]
 fn notifications_are_counted_consistently_on_both_sides() {
     let refl = Reflector::new();
-    let w = World::new(refl.clone());
-    let (d, mut nf) = w.connect_guest(mac(1), front_cfg(1, true));
+    // Busy polling off on both sides: this test is about the event-channel path
+    // (with polling, a fast peer's replies arrive before anyone sleeps).
+    let w = World::with_config(refl.clone(), |c| netback::NetbackConfig {
+        busy_poll: 0,
+        ..c
+    });
+    let cfg = netfront::NetfrontConfig {
+        busy_poll: 0,
+        ..front_cfg(1, true)
+    };
+    let (d, mut nf) = w.connect_guest(mac(1), cfg);
     let (me, peer) = (mac(1), mac(0xee));
     let q = nf.queue(0).expect("queue");
     let frame = eth_frame(peer, me, 64, 9);

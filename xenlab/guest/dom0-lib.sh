@@ -25,6 +25,7 @@ xenlab_note() { echo "-- $*"; }
 # initramfs (busybox, xen-netfront, the scenario's domu.sh). Extra xl.cfg lines (for
 # example a vif=[...] line) are appended. Kernel arguments of the form xenlab.KEY=VALUE
 # can be given with XENLAB_DOMU_ARGS; domu.sh reads them with xenlab_arg KEY.
+# XENLAB_DOMU_MEMORY (MB, default 160) and XENLAB_DOMU_VCPUS (default 1) size it.
 xenlab_domu_create() {
     local name=$1 cfg="$XENLAB_RUN/$1.cfg"
     shift
@@ -34,8 +35,8 @@ xenlab_domu_create() {
         echo 'kernel = "/xenlab/vmlinuz"'
         echo "ramdisk = \"$XENLAB_SCENARIO_DIR/domu.cpio.gz\""
         echo "extra = \"console=hvc0 panic=-1 loglevel=4 ${XENLAB_DOMU_ARGS:-}\""
-        echo 'memory = 160'
-        echo 'vcpus = 1'
+        echo "memory = ${XENLAB_DOMU_MEMORY:-160}"
+        echo "vcpus = ${XENLAB_DOMU_VCPUS:-1}"
         echo 'on_crash = "preserve"'
         local line
         for line in "$@"; do echo "$line"; done
@@ -80,6 +81,48 @@ xenlab_xs_wait() {
     done
     return 1
 }
+
+# xenlab_domu_line NAME MARKER: the last line of the domU's console log that contains
+# MARKER (carriage returns removed); empty if there is none.
+xenlab_domu_line() {
+    grep -a -- "$2" "$XENLAB_CONSOLE_LOGS/guest-$1.log" 2>/dev/null | tail -1 | tr -d '\r'
+}
+
+# xenlab_field KEY LINE: the value of KEY=VALUE in LINE.
+xenlab_field() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" <<<" $2"; }
+
+# xenlab_tcp_put ADDR PORT FILE [SECONDS]: send FILE to ADDR:PORT with busybox nc. nc
+# half-closes after the file and exits when the peer closes, i.e. once the receiver
+# has everything. Prints the elapsed seconds.
+xenlab_tcp_put() {
+    local t0 rc=0
+    t0=$(date +%s.%N)
+    timeout "${4:-300}" nc "$1" "$2" <"$3" >/dev/null || rc=$?
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", b - a }'
+    return $rc
+}
+
+# xenlab_tcp_get ADDR PORT FILE [SECONDS]: receive from ADDR:PORT into FILE until the
+# peer closes. busybox nc exits as soon as the peer closes, and it shuts down its own
+# sending side when its stdin ends, so stdin is held open (a FIFO nobody writes to):
+# the sender must see no FIN before it has sent everything. Prints the elapsed seconds.
+xenlab_tcp_get() {
+    local hold="$XENLAB_RUN/hold.$BASHPID" t0 rc=0 sp
+    rm -f "$hold"
+    mkfifo "$hold"
+    sleep 100000 >"$hold" &
+    sp=$!
+    t0=$(date +%s.%N)
+    timeout "${4:-300}" nc "$1" "$2" <"$hold" >"$3" || rc=$?
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f\n", b - a }'
+    kill "$sp" 2>/dev/null
+    wait "$sp" 2>/dev/null
+    rm -f "$hold"
+    return $rc
+}
+
+# xenlab_mbps BYTES SECONDS: a transfer rate in MB/s.
+xenlab_mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.2f", b / s / 1e6; else print "-" }'; }
 
 # xenlab_xs_dump PATH: print a xenstore subtree with full paths and permissions.
 xenlab_xs_dump() {

@@ -715,6 +715,19 @@ impl<Req: RingEntry, Rsp: RingEntry> BackRing<Req, Rsp> {
         fence(Ordering::SeqCst);
         self.has_unconsumed_requests()
     }
+
+    /// Ask for a notification once the frontend publishes requests beyond `prod`
+    /// (`req_event = prod + 1`), full fence, and report whether it already has. For a
+    /// backend that holds unconsumed requests but needs more before it can go on, as
+    /// Linux netback's `xenvif_rx_ring_slots_available` does when a packet needs more
+    /// RX slots than are posted. `false` means it is safe to sleep until notified.
+    #[inline]
+    pub fn final_check_for_requests_after(&mut self, prod: RingIdx) -> bool {
+        sring_field!(self.sring, req_event).store(prod.wrapping_add(1), Ordering::Relaxed);
+        // xen_mb(): publish req_event before re-reading req_prod.
+        fence(Ordering::SeqCst);
+        self.req_prod() != prod
+    }
 }
 
 /// Requests copied out of a [`BackRing`], up to the checked `req_prod` read when it
@@ -805,5 +818,35 @@ mod tests {
         // Across the wrap.
         assert!(notify_needed(u32::MAX - 1, 2, 0));
         assert!(!notify_needed(u32::MAX - 1, 2, 3));
+    }
+
+    #[test]
+    fn final_check_after_waits_for_requests_beyond_prod() {
+        let layout = alloc::alloc::Layout::from_size_align(4096, 4096).expect("layout");
+        // SAFETY: a non-zero-sized layout.
+        let raw = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        let page = NonNull::new(raw).expect("allocation");
+        // SAFETY: a zeroed, 4 KiB-aligned page used by these two ring views only and
+        // freed after them.
+        let (mut front, mut back) = unsafe {
+            (
+                FrontRing::<u64, u64>::init(page),
+                BackRing::<u64, u64>::attach(page, 0),
+            )
+        };
+        for i in 0..3 {
+            front.produce_request(i).expect("room");
+        }
+        front.push_requests_and_check_notify();
+        // Three posted, none consumed: "any request" is already satisfied, but a
+        // backend needing more asks for the ones beyond req_prod = 3.
+        assert!(back.final_check_for_requests());
+        assert!(!back.final_check_for_requests_after(3));
+        // The next push crosses req_event = 4, so the frontend notifies.
+        front.produce_request(3).expect("room");
+        assert!(front.push_requests_and_check_notify());
+        assert!(back.final_check_for_requests_after(3));
+        // SAFETY: allocated above with this layout; the ring views are unused from here.
+        unsafe { alloc::alloc::dealloc(raw, layout) };
     }
 }

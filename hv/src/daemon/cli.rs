@@ -105,9 +105,16 @@ pub enum CliError {
     Output(#[from] io::Error),
 }
 
-/// Parse the process's arguments and run; the binary's `main`.
+/// Parse the process's arguments and run; the binary's `main`. Log records go to
+/// stderr (level from `HV_LOG`: error, warn, info, debug, trace; default info for
+/// `serve`, warn otherwise).
 pub fn main(backend: Option<&dyn BackendFactory>) -> ExitCode {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    };
+    StderrLog::install(default_level);
     let mut out = io::stdout().lock();
     match run(cli, backend, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
@@ -351,7 +358,7 @@ fn serve(
     }
     if wants_tap && backend.is_none() {
         return Err(CliError::Setup(
-            "this hv binary has no Dom0 backend linked, so --bridge/--tap-prefix cannot be honoured: use the hv binary built with netback".into(),
+            "this binary (hv-core) has no Dom0 backend linked, so --bridge/--tap-prefix cannot be honoured: run the `hv` binary of the netback package (`cargo run -p netback --bin hv -- serve ...`)".into(),
         ));
     }
     // Block SIGTERM and SIGINT before any thread starts, so every thread inherits the
@@ -388,6 +395,39 @@ fn serve(
     server.shutdown();
     writeln!(out, "hv: stopped")?;
     Ok(())
+}
+
+/// The binaries' logger: `hv: LEVEL target: message` lines on stderr.
+struct StderrLog;
+
+static STDERR_LOG: StderrLog = StderrLog;
+
+impl StderrLog {
+    /// Install it (once per process; a second call is ignored), at the level
+    /// `$HV_LOG` names or `default`.
+    fn install(default: log::LevelFilter) {
+        let level = std::env::var("HV_LOG")
+            .ok()
+            .and_then(|v| v.parse::<log::LevelFilter>().ok())
+            .unwrap_or(default);
+        if log::set_logger(&STDERR_LOG).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("hv: {} {}: {}", r.level(), r.target(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// SIGTERM and SIGINT, blocked and read from a signalfd.

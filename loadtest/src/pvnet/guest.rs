@@ -156,7 +156,8 @@ fn recv_burst<C: EventChannel>(
 ) -> Result<usize, WorkloadError> {
     let mut n = 0;
     while n < max {
-        let r = q.recv_with(|f, meta| check.check_segments(f.len(), f.segments(), meta.gso.is_some()));
+        let r =
+            q.recv_with(|f, meta| check.check_segments(f.len(), f.segments(), meta.gso.is_some()));
         match r {
             None => break,
             Some(Ok(())) => n += 1,
@@ -178,7 +179,9 @@ pub fn sender<C: EventChannel>(
     let meta = plan.meta();
     let mut seq = 0u64;
     let r = (|| {
-        while !ctl.should_stop() {
+        // At least one burst even if the window closed before this thread got a CPU
+        // (a tiny window on a loaded machine), so every cell moves some frames.
+        while !ctl.should_stop() || seq == 0 {
             if send_burst(q, plan, meta, &mut seq, TX_BURST)? == 0 {
                 // Ring full: publish, then sleep until netback answers.
                 q.wait_tx(Some(IDLE_WAIT));
@@ -218,18 +221,16 @@ pub fn receiver<C: EventChannel>(
 ) -> Result<WorkerResult, WorkloadError> {
     let cpu = CpuStopwatch::start();
     let mut check = FlowCheck::new(len, flows);
-    let r = (|| {
-        loop {
-            let n = recv_burst(q, &mut check, RX_BURST)?;
-            if n > 0 {
-                progress.received.store(check.frames, Ordering::Release);
-                continue;
-            }
-            if shared.done.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            q.wait_rx(Some(IDLE_WAIT));
+    let r = (|| loop {
+        let n = recv_burst(q, &mut check, RX_BURST)?;
+        if n > 0 {
+            progress.received.store(check.frames, Ordering::Release);
+            continue;
         }
+        if shared.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        q.wait_rx(Some(IDLE_WAIT));
     })();
     if r.is_err() {
         shared.fail(ctl);
@@ -261,7 +262,7 @@ pub fn both<C: EventChannel>(
         loop {
             let mut work = 0;
             if sending {
-                if ctl.should_stop() {
+                if ctl.should_stop() && seq > 0 {
                     q.flush();
                     sending = false;
                     progress.sent.store(seq, Ordering::Release);

@@ -39,6 +39,9 @@ use crate::workload::{Axes, Kind, Role, Unsupported, Workload, WorkloadError};
 /// A round trip not answered within this long fails the cell (a lost frame would
 /// otherwise hang it: the reflector never drops on an idle vif, so this is a fault).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Polls of the RX ring between two yields of the core (the spin-pingpong peer's
+/// `SPINS_BEFORE_YIELD`).
+const SPINS_BEFORE_YIELD: u32 = 1 << 10;
 /// Event-channel wait slice (the timeout is checked between slices).
 const WAIT_SLICE: Duration = Duration::from_millis(10);
 
@@ -211,11 +214,14 @@ impl PingPong for Client<'_> {
             }
             match self.mode {
                 WaitMode::Polling => {
-                    std::hint::spin_loop();
+                    // As the spin-pingpong peer does: spin, but yield the core now and
+                    // then, so netback's threads are not starved on a 2-core machine.
                     spins = spins.wrapping_add(1);
-                    if spins % 4096 != 0 {
+                    if spins & (SPINS_BEFORE_YIELD - 1) != 0 {
+                        std::hint::spin_loop();
                         continue;
                     }
+                    std::thread::yield_now();
                 }
                 WaitMode::EventDriven => {
                     self.q.wait_rx(Some(WAIT_SLICE));

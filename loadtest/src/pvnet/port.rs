@@ -55,6 +55,8 @@ pub struct LoadPort {
     sink: Vec<CachePadded<Mutex<SinkQueue>>>,
     /// Frames verified by the sink, all queues (for the drain check).
     sunk: AtomicU64,
+    /// Set once a queue recorded a verification failure (cheap to poll).
+    faulted: AtomicBool,
     gen: Vec<CachePadded<Mutex<GenQueue>>>,
     meta: OffloadMeta,
     /// Ring slots one generated frame needs: data pages plus the GSO extra.
@@ -106,6 +108,7 @@ impl LoadPort {
                 })
                 .collect(),
             sunk: AtomicU64::new(0),
+            faulted: AtomicBool::new(false),
             gen,
             meta,
             slots_per_frame: frame_len.div_ceil(4096) + usize::from(gso),
@@ -118,6 +121,12 @@ impl LoadPort {
     pub fn stop_generating(&self) -> Vec<u64> {
         self.stop.store(true, Ordering::SeqCst);
         self.gen.iter().map(|g| lock(g).next_seq).collect()
+    }
+
+    /// Frames generated so far, all queues (frames handed to netback before the
+    /// window opened are taken off the cell's count).
+    pub fn generated(&self) -> u64 {
+        self.gen.iter().map(|g| lock(g).next_seq).sum()
     }
 
     /// Frames the sink verified so far, all queues.
@@ -135,6 +144,9 @@ impl LoadPort {
 
     /// The first verification failure the sink saw, if any.
     pub fn sink_fault(&self) -> Option<wire::Failure> {
+        if !self.faulted.load(Ordering::Acquire) {
+            return None;
+        }
         self.sink.iter().find_map(|q| lock(q).fault.clone())
     }
 
@@ -157,6 +169,7 @@ impl Port for LoadPort {
         for f in frames.iter() {
             if let Err(e) = q.check.check(f.data, f.meta.gso.is_some()) {
                 q.fault = Some(e);
+                self.faulted.store(true, Ordering::Release);
                 break;
             }
             ok += 1;
@@ -166,7 +179,9 @@ impl Port for LoadPort {
     }
 
     fn generates(&self) -> bool {
-        !self.gen.is_empty()
+        // Once stopped, say so: netback's RX thread then parks instead of polling a
+        // generator that will not produce anything.
+        !self.gen.is_empty() && !self.stop.load(Ordering::Relaxed)
     }
 
     fn generate(&self, _to: &VifLink, queue: u16, out: &mut RxEmitter<'_>) {

@@ -131,10 +131,10 @@ impl Flow {
 fn drain(
     ctl: &Control,
     shared: &Shared,
-    mut flows: impl FnMut() -> Vec<Flow>,
+    mut flows: impl FnMut() -> Result<Vec<Flow>, WorkloadError>,
 ) -> Result<Vec<Flow>, WorkloadError> {
     loop {
-        let f = flows();
+        let f = flows()?;
         if shared.failed.load(Ordering::Acquire) || f.iter().all(Flow::settled) {
             return Ok(f);
         }
@@ -190,6 +190,10 @@ struct Job<'a> {
 
 /// What the workers of a cell did.
 struct Run {
+    /// Frames sent before the window opened (netback's generator starts filling the
+    /// guest's RX ring as soon as the vif connects): received, verified and accounted
+    /// like the rest, but not counted in the rates.
+    early: u64,
     flows: Result<Vec<Flow>, WorkloadError>,
     elapsed: Duration,
     dom0_cpu: CpuTime,
@@ -199,12 +203,13 @@ struct Run {
 
 /// Runs one thread per job, opens the window when all are ready, waits for the window
 /// and the drain; `account(progress)` says where each direction stands (frames sent,
-/// received, counted lost).
+/// received, counted lost), or that Dom0's side failed.
 fn run_jobs(
     ctl: &Control,
     jobs: Vec<Job<'_>>,
     dom0_threads: &[i32],
-    account: impl Fn(&[Progress]) -> Vec<Flow>,
+    before_window: impl FnOnce() -> u64,
+    account: impl Fn(&[Progress]) -> Result<Vec<Flow>, WorkloadError>,
 ) -> Result<Run, WorkloadError> {
     let progress: Vec<Progress> = jobs.iter().map(|_| Progress::default()).collect();
     let shared = Shared::default();
@@ -217,22 +222,26 @@ fn run_jobs(
             sends.push(job.work != Work::Receive);
             let side = job.side;
             let name = format!("{side}-q{}", job.q.index());
-            let h = std::thread::Builder::new().name(name).spawn_scoped(s, move || {
-                let plan = TxPlan {
-                    template: job.template,
-                    flow: job.flow,
-                };
-                let len = job.template.len();
-                shared.wait_start();
-                if shared.failed.load(Ordering::Acquire) {
-                    return Err(WorkloadError::Setup("another guest thread failed to start".into()));
-                }
-                match job.work {
-                    Work::Send => guest::sender(job.q, &plan, ctl, shared, p),
-                    Work::Both => guest::both(job.q, &plan, job.flows, ctl, shared, p),
-                    Work::Receive => guest::receiver(job.q, len, job.flows, ctl, shared, p),
-                }
-            });
+            let h = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(s, move || {
+                    let plan = TxPlan {
+                        template: job.template,
+                        flow: job.flow,
+                    };
+                    let len = job.template.len();
+                    shared.wait_start();
+                    if shared.failed.load(Ordering::Acquire) {
+                        return Err(WorkloadError::Setup(
+                            "another guest thread failed to start".into(),
+                        ));
+                    }
+                    match job.work {
+                        Work::Send => guest::sender(job.q, &plan, ctl, shared, p),
+                        Work::Both => guest::both(job.q, &plan, job.flows, ctl, shared, p),
+                        Work::Receive => guest::receiver(job.q, len, job.flows, ctl, shared, p),
+                    }
+                });
             match h {
                 Ok(h) => handles.push((side, h)),
                 Err(e) => {
@@ -246,6 +255,7 @@ fn run_jobs(
             return Err(WorkloadError::Io(e));
         }
         let start = ctl.begin();
+        let early = before_window();
         shared.start();
         let dom0 = ThreadSet::start(dom0_threads);
         wait_senders(ctl, &shared, &progress, &sends);
@@ -267,6 +277,7 @@ fn run_jobs(
             return Err(e);
         }
         Ok(Run {
+            early,
             flows,
             elapsed,
             dom0_cpu,
@@ -294,7 +305,12 @@ fn wait_senders(ctl: &Control, shared: &Shared, progress: &[Progress], senders: 
 }
 
 /// The unstamped frames of `nq` flows from `src` to `dst`.
-fn templates(len: usize, nq: u16, src: [u8; 6], dst: [u8; 6]) -> Result<Vec<Vec<u8>>, WorkloadError> {
+fn templates(
+    len: usize,
+    nq: u16,
+    src: [u8; 6],
+    dst: [u8; 6],
+) -> Result<Vec<Vec<u8>>, WorkloadError> {
     (0..nq)
         .map(|q| {
             wire::template(&FrameSpec {
@@ -315,7 +331,8 @@ fn measurement(cell: &CellConfig, run: Run, errors: u64) -> Result<Measurement, 
     let flows = run.flows?;
     reconcile(&flows)?;
     let delivered: u64 = flows.iter().map(|f| f.received).sum();
-    let mut m = Measurement::frames(delivered, cell.frame_size, run.elapsed);
+    let in_window = delivered.saturating_sub(run.early);
+    let mut m = Measurement::frames(in_window, cell.frame_size, run.elapsed);
     m.drops = flows.iter().map(|f| f.lost).sum();
     m.errors = errors;
     for (side, r) in &run.workers {
@@ -330,8 +347,23 @@ fn measurement(cell: &CellConfig, run: Run, errors: u64) -> Result<Measurement, 
     Ok(m)
 }
 
+/// The Dom0 sink's first verification failure, as the cell's error.
+fn sink_fault(port: &LoadPort) -> Result<(), WorkloadError> {
+    match port.sink_fault() {
+        None => Ok(()),
+        Some(f) => Err(WorkloadError::Verify {
+            expected: f.expected,
+            detail: format!("Dom0 sink: {}", f.fault),
+        }),
+    }
+}
+
 /// guest→dom0, dom0→guest and guest⇄dom0: one guest and a [`LoadPort`].
-fn with_dom0(cell: &CellConfig, dir: Direction, ctl: &Control) -> Result<Measurement, WorkloadError> {
+fn with_dom0(
+    cell: &CellConfig,
+    dir: Direction,
+    ctl: &Control,
+) -> Result<Measurement, WorkloadError> {
     let len = cell.frame_size as usize;
     let nq = cell.queues;
     let tx = matches!(dir, Direction::GuestToDom0 | Direction::Bidirectional);
@@ -367,39 +399,46 @@ fn with_dom0(cell: &CellConfig, dir: Direction, ctl: &Control) -> Result<Measure
         .collect();
     let dom0 = &tb.dom0;
     let generated = std::sync::OnceLock::new();
-    let run = run_jobs(ctl, jobs, &dom0.threads, |progress| {
-        let be = dom0.counters(domid);
-        let fe = sum(&counters);
-        let mut out = Vec::new();
-        if tx {
-            out.push(Flow {
-                sent: progress.iter().map(|p| p.sent.load(Ordering::Acquire)).sum(),
-                received: port.sunk(),
-                lost: be.tx_drops,
-            });
-        }
-        if rx {
-            // Called only after the senders stopped: the window is closed.
-            let gen = generated.get_or_init(|| port.stop_generating().iter().sum::<u64>());
-            out.push(Flow {
-                sent: *gen,
-                received: progress
-                    .iter()
-                    .map(|p| p.received.load(Ordering::Acquire))
-                    .sum(),
-                lost: be.rx_drops + fe.rx_dropped + fe.rx_errors,
-            });
-        }
-        out
-    })?;
-    if let Some(f) = port.sink_fault() {
-        return Err(WorkloadError::Verify {
-            expected: f.expected,
-            detail: format!("Dom0 sink: {}", f.fault),
-        });
-    }
+    let run = run_jobs(
+        ctl,
+        jobs,
+        &dom0.threads,
+        || port.generated(),
+        |progress| {
+            sink_fault(&port)?;
+            let be = dom0.counters(domid);
+            let fe = sum(&counters);
+            let mut out = Vec::new();
+            if tx {
+                out.push(Flow {
+                    sent: progress
+                        .iter()
+                        .map(|p| p.sent.load(Ordering::Acquire))
+                        .sum(),
+                    received: port.sunk(),
+                    lost: be.tx_drops,
+                });
+            }
+            if rx {
+                // Called only after the senders stopped: the window is closed.
+                let gen = generated.get_or_init(|| port.stop_generating().iter().sum::<u64>());
+                out.push(Flow {
+                    sent: *gen,
+                    received: progress
+                        .iter()
+                        .map(|p| p.received.load(Ordering::Acquire))
+                        .sum(),
+                    lost: be.rx_drops + fe.rx_dropped + fe.rx_errors,
+                });
+            }
+            Ok(out)
+        },
+    )?;
+    sink_fault(&port)?;
     if let Some(why) = tb.dom0.disabled(domid) {
-        return Err(WorkloadError::Setup(format!("netback disabled the vif: {why}")));
+        return Err(WorkloadError::Setup(format!(
+            "netback disabled the vif: {why}"
+        )));
     }
     let be = tb.dom0.counters(domid);
     let fe = sum(&counters);
@@ -420,21 +459,20 @@ fn guest_to_guest(cell: &CellConfig, ctl: &Control) -> Result<Measurement, Workl
     let (a_dom, b_dom) = (a.domid, b.domid);
     let (a_counters, b_counters) = (a.counters(), b.counters());
     let filtered_before = switch.stats().filtered;
-    let mut jobs: Vec<Job<'_>> = a
-        .nf
-        .queues_mut()
-        .iter_mut()
-        .zip(&templates)
-        .enumerate()
-        .map(|(i, (q, t))| Job {
-            q,
-            work: Work::Send,
-            template: t,
-            flow: i as u16,
-            flows: usize::from(nq),
-            side: "guest-tx",
-        })
-        .collect();
+    let mut jobs: Vec<Job<'_>> =
+        a.nf.queues_mut()
+            .iter_mut()
+            .zip(&templates)
+            .enumerate()
+            .map(|(i, (q, t))| Job {
+                q,
+                work: Work::Send,
+                template: t,
+                flow: i as u16,
+                flows: usize::from(nq),
+                side: "guest-tx",
+            })
+            .collect();
     jobs.extend(b.nf.queues_mut().iter_mut().map(|q| Job {
         q,
         work: Work::Receive,
@@ -444,20 +482,26 @@ fn guest_to_guest(cell: &CellConfig, ctl: &Control) -> Result<Measurement, Workl
         side: "guest-rx",
     }));
     let dom0 = &tb.dom0;
-    let run = run_jobs(ctl, jobs, &dom0.threads, |progress| {
-        let (be_a, be_b) = (dom0.counters(a_dom), dom0.counters(b_dom));
-        let fe_b = sum(&b_counters);
-        let (tx, rx) = progress.split_at(usize::from(nq));
-        vec![Flow {
-            sent: tx.iter().map(|p| p.sent.load(Ordering::Acquire)).sum(),
-            received: rx.iter().map(|p| p.received.load(Ordering::Acquire)).sum(),
-            lost: be_a.tx_drops
-                + be_b.rx_drops
-                + fe_b.rx_dropped
-                + fe_b.rx_errors
-                + (switch.stats().filtered - filtered_before),
-        }]
-    })?;
+    let run = run_jobs(
+        ctl,
+        jobs,
+        &dom0.threads,
+        || 0,
+        |progress| {
+            let (be_a, be_b) = (dom0.counters(a_dom), dom0.counters(b_dom));
+            let fe_b = sum(&b_counters);
+            let (tx, rx) = progress.split_at(usize::from(nq));
+            Ok(vec![Flow {
+                sent: tx.iter().map(|p| p.sent.load(Ordering::Acquire)).sum(),
+                received: rx.iter().map(|p| p.received.load(Ordering::Acquire)).sum(),
+                lost: be_a.tx_drops
+                    + be_b.rx_drops
+                    + fe_b.rx_dropped
+                    + fe_b.rx_errors
+                    + (switch.stats().filtered - filtered_before),
+            }])
+        },
+    )?;
     for d in [a_dom, b_dom] {
         if let Some(why) = tb.dom0.disabled(d) {
             return Err(WorkloadError::Setup(format!(

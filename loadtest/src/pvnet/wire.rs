@@ -285,7 +285,9 @@ impl fmt::Display for Fault {
             Fault::Backwards { flow, seq } => {
                 write!(f, "flow {flow} went back to sequence number {seq}")
             }
-            Fault::Offload { gso } => write!(f, "GSO metadata present: {gso}, expected the opposite"),
+            Fault::Offload { gso } => {
+                write!(f, "GSO metadata present: {gso}, expected the opposite")
+            }
         }
     }
 }
@@ -453,8 +455,14 @@ mod tests {
         };
         let mut c = FlowCheck::new(64, 2);
         assert!(c.check(&frame(0, 0), false).is_ok());
-        assert!(c.check(&frame(1, 0), false).is_ok(), "flows are independent");
-        assert!(c.check(&frame(0, 3), false).is_ok(), "a gap is a loss, not a fault");
+        assert!(
+            c.check(&frame(1, 0), false).is_ok(),
+            "flows are independent"
+        );
+        assert!(
+            c.check(&frame(0, 3), false).is_ok(),
+            "a gap is a loss, not a fault"
+        );
         assert_eq!(c.skipped, 2);
         let f = c.check(&frame(0, 3), false).expect_err("duplicate");
         assert_eq!(f.expected, 4);

@@ -101,26 +101,37 @@ impl<E: BackendEnv> RxWorker<E> {
                 park_for_frames(&self.conn, &self.q);
                 continue;
             }
-            // Frames wait but the guest has no buffers: poll for a while (the guest is
-            // likely consuming and about to repost), then ask for a notification when it
-            // posts some (`RING_FINAL_CHECK_FOR_REQUESTS`) and sleep.
+            // Frames wait but the guest has posted fewer buffers than the next frame
+            // needs (maybe none): poll for a while (the guest is likely consuming and
+            // about to repost), then ask for a notification when it posts more than it
+            // has now (`req_event = req_prod + 1`, as Linux's
+            // `xenvif_rx_ring_slots_available`) and sleep. Waiting only for "any
+            // unconsumed request" would spin while a few buffers too few are posted.
             let ring = &self.ring;
+            let prod = ring.req_prod();
+            let needed = self
+                .pending
+                .front()
+                .map_or(1, |f| rx_slots_needed(f.len(), f.meta.gso.is_some()));
+            if prod.wrapping_sub(ring.req_cons()) >= needed {
+                continue;
+            }
             if poll_requests(
                 || ring.req_prod(),
-                ring.req_cons(),
+                prod,
                 self.conn.busy_poll,
                 &self.conn.stop,
             ) {
                 continue;
             }
             if self.split {
-                if self.ring.final_check_for_requests() {
+                if self.ring.final_check_for_requests_after(prod) {
                     continue;
                 }
                 self.chan.wait(Some(IDLE_WAIT));
             } else {
                 self.q.rx_waiting_guest.store(true, Ordering::SeqCst);
-                if !self.ring.final_check_for_requests() && !self.conn.stopped() {
+                if !self.ring.final_check_for_requests_after(prod) && !self.conn.stopped() {
                     std::thread::park_timeout(IDLE_WAIT);
                 }
                 self.q.rx_waiting_guest.store(false, Ordering::SeqCst);

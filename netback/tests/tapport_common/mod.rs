@@ -28,9 +28,11 @@ use netback::port::{TapPort, TapPortConfig, VifId};
 use netback::tap::netns_path;
 use netback::{Netback, NetbackConfig};
 use netfront::{Netfront, NetfrontConfig, Queue};
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+/// Shortest sleep of a guest loop that made no progress.
+pub const MIN_WAIT: Duration = Duration::from_micros(200);
 /// Bound of every control-plane wait.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// The host (bridge) address; guest `n` is 10.77.0.(10+n).
@@ -304,8 +306,47 @@ pub fn iface_for(q: &mut Queue<Chan>, n: u8, start: Instant) -> Interface {
     iface
 }
 
-/// One poll-and-wait step of a guest stack: poll, then sleep until the device has
-/// work or smoltcp's next timer (at most `cap`).
+/// Most segments sent per clock read: smoltcp's `poll` emits at most one packet per
+/// socket, so a sender calls `poll_egress` again while it keeps emitting.
+const EGRESS_BURST: usize = 64;
+
+/// Runs smoltcp at time `ts`: every received frame, then egress until nothing more
+/// goes out (bounded). True if anything happened.
+pub fn pump(
+    iface: &mut Interface,
+    q: &mut Queue<Chan>,
+    sockets: &mut SocketSet<'_>,
+    ts: smoltcp::time::Instant,
+) -> bool {
+    let mut busy = iface.poll(ts, q, sockets) != PollResult::None;
+    for _ in 0..EGRESS_BURST {
+        if iface.poll_egress(ts, q, sockets) == PollResult::None {
+            break;
+        }
+        busy = true;
+    }
+    busy
+}
+
+/// Sleeps after a pass that did nothing: until the device has work (a frame, TX
+/// completions) or smoltcp's next timer, at least [`MIN_WAIT`] (smoltcp says "now"
+/// when it is blocked on the device), at most `cap`.
+pub fn idle(
+    iface: &mut Interface,
+    q: &mut Queue<Chan>,
+    sockets: &SocketSet<'_>,
+    ts: smoltcp::time::Instant,
+    cap: Duration,
+) {
+    let d = iface
+        .poll_delay(ts, sockets)
+        .map(Duration::from)
+        .unwrap_or(cap)
+        .clamp(MIN_WAIT, cap.max(MIN_WAIT));
+    q.wait(Some(d));
+}
+
+/// One step of a guest stack that has nothing else to do: pump, and sleep if idle.
 pub fn step(
     iface: &mut Interface,
     q: &mut Queue<Chan>,
@@ -313,14 +354,9 @@ pub fn step(
     start: Instant,
     cap: Duration,
 ) {
-    iface.poll(now(start), q, sockets);
-    let d = iface
-        .poll_delay(now(start), sockets)
-        .map(Duration::from)
-        .unwrap_or(cap)
-        .min(cap);
-    if !d.is_zero() {
-        q.wait(Some(d));
+    let ts = now(start);
+    if !pump(iface, q, sockets, ts) {
+        idle(iface, q, sockets, ts, cap);
     }
 }
 

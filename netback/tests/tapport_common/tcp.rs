@@ -148,17 +148,19 @@ pub fn kernel_to_guest(
         let mut first: Option<Instant> = None;
         let mut last = Instant::now();
         while got < total {
+            // One clock read per pass (smoltcp's time, the limits, the timestamps).
+            let t = Instant::now();
+            let ts = smoltcp::time::Instant::from_micros((t - start).as_micros() as i64);
             assert!(
-                start.elapsed() < LIMIT,
+                t - start < LIMIT,
                 "guest received only {got} of {total} bytes"
             );
             assert!(
-                !(sender.is_finished() && got < total && first.is_some() && last.elapsed() > WAIT),
+                !(sender.is_finished() && first.is_some() && t - last > WAIT),
                 "sender gone, guest stuck at {got}"
             );
-            iface.poll(now(start), q, &mut sockets);
+            let mut progressed = pump(&mut iface, q, &mut sockets, ts);
             let sock = sockets.get_mut::<tcp::Socket>(h);
-            let mut progressed = false;
             while sock.can_recv() {
                 let k = sock
                     .recv(|buf| {
@@ -169,22 +171,17 @@ pub fn kernel_to_guest(
                 if k == 0 {
                     break;
                 }
-                first.get_or_insert_with(Instant::now);
+                first.get_or_insert(t);
                 got += k as u64;
-                last = Instant::now();
+                last = t;
                 progressed = true;
             }
             if !progressed {
-                let d = iface
-                    .poll_delay(now(start), &sockets)
-                    .map(Duration::from)
-                    .unwrap_or(Duration::from_millis(1))
-                    .min(Duration::from_millis(1));
-                if !d.is_zero() {
-                    q.wait(Some(d));
-                }
+                idle(&mut iface, q, &sockets, ts, Duration::from_millis(1));
             }
         }
+        // The last pass's clock read is a little early: take the end now.
+        last = Instant::now();
         let secs = last.duration_since(first.unwrap_or(last)).as_secs_f64();
         // Let the last ACKs and the FIN exchange out, then close.
         sockets.get_mut::<tcp::Socket>(h).close();
@@ -275,13 +272,11 @@ pub fn guest_to_kernel(
         let mut sent = 0u64;
         let mut closed = false;
         loop {
-            assert!(
-                start.elapsed() < LIMIT,
-                "guest sent only {sent} of {total} bytes"
-            );
-            iface.poll(now(start), q, &mut sockets);
+            let t = Instant::now();
+            let ts = smoltcp::time::Instant::from_micros((t - start).as_micros() as i64);
+            assert!(t - start < LIMIT, "guest sent only {sent} of {total} bytes");
+            let mut progressed = pump(&mut iface, q, &mut sockets, ts);
             let sock = sockets.get_mut::<tcp::Socket>(h);
-            let mut progressed = false;
             while sent < total && sock.can_send() {
                 let k = sock
                     .send(|buf| {
@@ -307,14 +302,7 @@ pub fn guest_to_kernel(
                 // Hand the new data to the device right away.
                 continue;
             }
-            let d = iface
-                .poll_delay(now(start), &sockets)
-                .map(Duration::from)
-                .unwrap_or(Duration::from_millis(1))
-                .min(Duration::from_millis(1));
-            if !d.is_zero() {
-                q.wait(Some(d));
-            }
+            idle(&mut iface, q, &sockets, ts, Duration::from_millis(1));
         }
         receiver.join().expect("kernel receiver")
     })

@@ -54,6 +54,9 @@ pub enum OffloadPolicy {
 pub struct TapPortConfig {
     /// Linux bridge to enslave every TAP to (must exist), like `vif-bridge`'s `bridge=`.
     pub bridge: Option<String>,
+    /// Name TAPs `<prefix><domid>.<devid>` instead of Xen's `vif<domid>.<devid>`
+    /// (`hv serve --tap-prefix`); the name must still fit `IFNAMSIZ`.
+    pub name_prefix: Option<String>,
     /// MTU of the TAPs (`None`: the kernel's default, 1500).
     pub mtu: Option<u32>,
     /// Create the TAPs in this network namespace (e.g. `/run/netns/NAME`) instead of
@@ -72,6 +75,7 @@ impl Default for TapPortConfig {
     fn default() -> Self {
         Self {
             bridge: None,
+            name_prefix: None,
             mtu: None,
             netns: None,
             offloads: OffloadPolicy::Negotiated,
@@ -322,11 +326,15 @@ impl TapPort {
             OffloadPolicy::Negotiated => caps.tun_offloads(),
             OffloadPolicy::Fixed(o) => o,
         };
-        let builder = TapBuilder::for_vif(id.domid, id.devid)?
-            .queues(link.num_queues().max(1))
-            .offloads(offloads)
-            .mtu(self.cfg.mtu)
-            .bridge(self.cfg.bridge.clone());
+        let builder = match &self.cfg.name_prefix {
+            // `create` checks the name fits an interface name.
+            Some(prefix) => TapBuilder::new(format!("{prefix}{}.{}", id.domid, id.devid)),
+            None => TapBuilder::for_vif(id.domid, id.devid)?,
+        }
+        .queues(link.num_queues().max(1))
+        .offloads(offloads)
+        .mtu(self.cfg.mtu)
+        .bridge(self.cfg.bridge.clone());
         let mut tries = 0;
         loop {
             let b = builder.clone();

@@ -159,6 +159,27 @@ pub fn rx_action(hdr: &VirtioNetHdr, frame: &[u8], caps: &GuestRxCaps) -> RxActi
     })
 }
 
+/// After a partial checksum was completed at `csum_start + csum_offset`: a TCP
+/// checksum that came out as `0xffff` (Linux's `skb_checksum_help` stores a computed
+/// zero that way, `CSUM_MANGLED_0`, which UDP needs) is rewritten as `0x0000`. Both
+/// verify, but for TCP only `0x0000` is what the checksum computation yields (RFC 1624
+/// §5), and analysers such as Wireshark flag `0xffff`. UDP keeps `0xffff` (RFC 768: a
+/// zero means "no checksum").
+pub fn canonical_tcp_zero(frame: &mut [u8], csum_start: u16, csum_offset: u16) {
+    let field = usize::from(csum_start) + usize::from(csum_offset);
+    let Some(f) = frame.get(field..field + 2) else {
+        return;
+    };
+    if f != [0xff, 0xff] {
+        return;
+    }
+    let is_tcp = parse_frame(frame)
+        .is_ok_and(|i| i.l4_proto == IPPROTO_TCP && i.l4_offset == usize::from(csum_start));
+    if is_tcp {
+        frame[field..field + 2].copy_from_slice(&[0, 0]);
+    }
+}
+
 /// The `virtio_net_hdr` for a frame the guest sent with `meta`, read-only: the
 /// checksum field is trusted to hold the pseudo-header sum the frontend wrote (as Linux
 /// netback trusts it unless it has to fix up a GSO frame). `Ok(None)` means the frame is
@@ -375,6 +396,42 @@ mod tests {
             rx_action(&VirtioNetHdr::NONE, &f4, &full),
             RxAction::Deliver(OffloadMeta::default())
         );
+    }
+
+    #[test]
+    fn a_completed_tcp_zero_is_0x0000_and_udp_keeps_0xffff() {
+        use crate::offload::{complete_partial_checksum, verify_l4_checksum};
+        // Find a TCP frame whose checksum computes to zero by varying one payload byte.
+        let mut found = false;
+        for v in 0..=255u8 {
+            let mut f = tcp(false, 8);
+            f[54] = v;
+            for w in 0..=255u8 {
+                f[55] = w;
+                write_pseudo_header_csum(&mut f).unwrap();
+                complete_partial_checksum(&mut f, 34, 16).unwrap();
+                if f[50..52] == [0xff, 0xff] {
+                    canonical_tcp_zero(&mut f, 34, 16);
+                    assert_eq!(f[50..52], [0, 0]);
+                    assert!(verify_l4_checksum(&f).unwrap());
+                    found = true;
+                    break;
+                }
+            }
+            if found {
+                break;
+            }
+        }
+        assert!(found, "no zero-checksum TCP frame in the search space");
+        // Anything else is left alone, including a UDP 0xffff.
+        let mut f = tcp(false, 8);
+        f[23] = crate::offload::IPPROTO_UDP;
+        f[40..42].copy_from_slice(&[0xff, 0xff]);
+        let before = f.clone();
+        canonical_tcp_zero(&mut f, 34, 6);
+        assert_eq!(f, before);
+        canonical_tcp_zero(&mut f, 60000, 16);
+        assert_eq!(f, before);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::policy::{rx_action, GuestRxCaps, RxAction, RxDropReason};
+use super::policy::{canonical_tcp_zero, rx_action, GuestRxCaps, RxAction, RxDropReason};
 use super::{TapVif, VifStats};
 use crate::frame::{Frame, OffloadMeta};
 use crate::offload::{complete_partial_checksum, TcpSegmenter};
@@ -174,6 +174,7 @@ impl Reader {
                     csum_offset,
                 } => {
                     if complete_partial_checksum(data, csum_start, csum_offset).is_ok() {
+                        canonical_tcp_zero(data, csum_start, csum_offset);
                         stats.add(&stats.to_guest_csum_filled, 1);
                     } else {
                         action = RxAction::Drop(RxDropReason::BadChecksumOffsets);
