@@ -103,7 +103,7 @@ fn default_matrix_has_every_pvnet_cell_measured_and_verified() {
     let dir = out_dir("default");
     // Short windows, but long enough that a starved thread on a loaded machine still
     // gets a turn.
-    let report = run(&["-d", "0.08"], &dir);
+    let report = run(&["-d", "0.15"], &dir);
     let pvnet: Vec<&CellRecord> = report.cells.iter().filter(|c| c.series == PVNET).collect();
     assert_eq!(
         pvnet.len(),

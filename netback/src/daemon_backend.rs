@@ -222,9 +222,9 @@ mod tests {
     fn tap_prefix_must_leave_room_for_the_vif_number() {
         assert!(check_prefix("pv").is_ok());
         assert!(check_prefix("vif").is_ok());
-        assert!(check_prefix("pvnet-v").is_ok(), "7 bytes + 32751.9 = 15");
-        let e = check_prefix("pvnet-vm").unwrap_err();
-        assert!(e.contains("at most 7 bytes"), "{e}");
+        assert!(check_prefix("pvnet-vm").is_ok(), "8 bytes + 32751.9 = 15");
+        let e = check_prefix("pvnet-vm1").unwrap_err();
+        assert!(e.contains("at most 8 bytes"), "{e}");
         assert!(check_prefix("a b").is_err());
         assert!(check_prefix("a/b").is_err());
     }

@@ -54,6 +54,27 @@ fn two_guest_processes_exchange_50_mib_byte_exact_through_the_switch() {
     assert!(counters.contains("transfers_failed 0"), "{counters}");
     assert_eq!(b.proc.wait_exit(T), Some(0), "the sender exits cleanly");
 
+    // A new guest (new domid, new MAC) taking over the same address right away
+    // reaches the receiver too.
+    let mut b2 = guest(
+        &d,
+        "gb2",
+        &[
+            "--ip",
+            "10.0.0.2/24",
+            "--send-to",
+            "10.0.0.1:9",
+            "--bytes",
+            "1M",
+            "--exit-when-done",
+        ],
+    );
+    let (n, h) = bytes_and_hash(&b2.proc.expect("sent 10.0.0.1:9 ", T));
+    assert_eq!(n, 1 << 20);
+    assert_eq!(b2.proc.wait_exit(T), Some(0));
+    let (n2, h2) = bytes_and_hash(&a.proc.expect("discard 10.0.0.2:", T));
+    assert_eq!((n2, h2), (n, h));
+
     // IPv6 and the echo service: what comes back is what was sent.
     let mut c = guest(
         &d,
@@ -101,7 +122,7 @@ fn two_guest_processes_exchange_50_mib_byte_exact_through_the_switch() {
     assert_eq!(a.proc.expect("exit ", T), "signal");
     let counters = a.proc.expect("counters ", T);
     assert!(
-        counters.contains(&format!("discard_bytes {BIG}")),
+        counters.contains(&format!("discard_bytes {}", BIG + (1 << 20))),
         "{counters}"
     );
     assert_eq!(a.proc.wait_exit(T), Some(0));
@@ -109,9 +130,9 @@ fn two_guest_processes_exchange_50_mib_byte_exact_through_the_switch() {
         eventually(T, || !d.domids().contains(&a.domid)),
         "the domain goes with its process"
     );
-    let socket = d.socket.clone();
-    assert_eq!(d.stop(), Some(0), "hv serve exits 0 on SIGTERM");
-    assert!(!exists(&socket), "the socket is removed on shutdown");
+    let (code, socket_left) = d.stop_and_check_socket();
+    assert_eq!(code, Some(0), "hv serve exits 0 on SIGTERM");
+    assert!(!socket_left, "the socket is removed on shutdown");
 }
 
 #[test]
@@ -176,11 +197,12 @@ fn guests_on_a_bridge_reach_each_other_and_the_host_through_their_taps() {
 
 #[test]
 fn serve_refuses_tap_mode_it_cannot_honour_and_says_what_to_do() {
-    let socket = tmp_socket("refuse");
+    let tmp = tmp_socket("refuse");
+    let socket = &tmp.path;
     let serve = |extra: &[&str]| {
         let o = std::process::Command::new(HV)
             .arg("--socket")
-            .arg(&socket)
+            .arg(socket)
             .arg("serve")
             .args(extra)
             .output()
@@ -196,5 +218,35 @@ fn serve_refuses_tap_mode_it_cannot_honour_and_says_what_to_do() {
     );
     let e = serve(&["--tap-prefix", "muchtoolongprefix"]);
     assert!(e.contains("--tap-prefix") && e.contains("at most"), "{e}");
-    assert!(!exists(&socket), "nothing served");
+    assert!(!exists(socket), "nothing served");
+}
+
+#[test]
+fn serve_without_cap_net_admin_refuses_tap_mode() {
+    if !root_or_skip("serve_without_cap_net_admin_refuses_tap_mode") {
+        return;
+    }
+    // Root without CAP_NET_ADMIN (dropped from the bounding set before exec).
+    let tmp = tmp_socket("nocap");
+    let socket = &tmp.path;
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            HV,
+        ])
+        .arg("--socket")
+        .arg(socket)
+        .args(["serve", "--tap-prefix", "pv"])
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("TAP devices need CAP_NET_ADMIN") && e.contains("sudo hv serve"),
+        "{e}"
+    );
+    assert!(!exists(socket), "nothing served");
 }

@@ -175,6 +175,7 @@ fn hostile_vif(socket: &Path, other: u16) -> i32 {
 struct World {
     server: Server,
     hv: Hypervisor,
+    _dir: TmpSocket,
 }
 
 fn world(tag: &str) -> World {
@@ -185,9 +186,14 @@ fn world(tag: &str) -> World {
             &BackendOptions::default(),
         )
         .expect("netback starts");
-    let server = Server::start(hv.clone(), ServerConfig::new(tmp_socket(tag))).expect("daemon");
+    let dir = tmp_socket(tag);
+    let server = Server::start(hv.clone(), ServerConfig::new(&dir.path)).expect("daemon");
     server.set_backend(backend);
-    World { server, hv }
+    World {
+        server,
+        hv,
+        _dir: dir,
+    }
 }
 
 /// A pvnet-guest on the in-process daemon.

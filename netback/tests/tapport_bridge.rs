@@ -301,3 +301,49 @@ fn tap_follows_the_vif_queues_features_and_lifecycle() {
         "vif2.0 still exists after shutdown"
     );
 }
+
+#[test]
+fn a_tap_that_cannot_be_set_up_is_reported_and_its_frames_counted() {
+    if !root_or_skip("a_tap_that_cannot_be_set_up_is_reported_and_its_frames_counted") {
+        return;
+    }
+    let host = HostNs::new("nobr");
+    let dom0 = Dom0::new(&host, |c| c.bridge = Some("pvnobridge".into()));
+    // Connect by hand: Dom0::guest waits for a TAP that will never exist.
+    let domid = dom0
+        .hv
+        .create_domain(&hv::embedded::DomainConfig {
+            name: "nobr".into(),
+            ..hv::embedded::DomainConfig::default()
+        })
+        .expect("domain");
+    hv::toolstack::add_vif(
+        &dom0.store,
+        &hv::toolstack::VifConfig {
+            frontend: domid,
+            backend: 0,
+            devid: 0,
+            mac: guest_mac(0),
+            rate: None,
+        },
+    )
+    .expect("add_vif");
+    let mut nf =
+        netfront::Netfront::connect(dom0.hv.guest_env(domid).expect("env"), front_cfg(true))
+            .expect("connect");
+    let failed = wait_until(WAIT, || dom0.port.failure(vif(domid)).is_some());
+    assert!(failed, "no failure recorded");
+    let why = dom0.port.failure(vif(domid)).unwrap_or_default();
+    assert!(why.contains("pvnobridge"), "{why}");
+    assert!(dom0.port.tap_name(vif(domid)).is_none());
+    // Nothing half-made is left in the namespace.
+    assert!(host.wait_link_gone("vif1.0"));
+    // The guest still runs; what it sends is dropped and counted.
+    let q = nf.queue(0).expect("queue");
+    let frame = [0xffu8; 60];
+    for _ in 0..5 {
+        q.send(&frame, netfront::TxMeta::default()).expect("send");
+    }
+    q.flush();
+    assert!(wait_until(WAIT, || dom0.port.unattached_drops() == 5));
+}

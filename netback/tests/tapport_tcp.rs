@@ -85,6 +85,13 @@ fn check_capture(label: &str, w: Arc<PcapWriter>, path: &TempPath, expect_gso: O
 }
 
 fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> Outcome {
+    let t0 = std::time::Instant::now();
+    let stage = |what: &str| {
+        note(format!(
+            "{label}: [{:.1}s] {what}",
+            t0.elapsed().as_secs_f64()
+        ))
+    };
     let host = HostNs::new("tcp");
     let dom0 = Dom0::new(&host, |c| c.offloads = policy);
     let pcap_in = TempPath::new("to-guest.pcap");
@@ -95,6 +102,7 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
     assert_eq!(domid, 1);
     let pattern = Pattern::new(0x7ab0 + u64::from(guest_offloads));
     let want = pattern.digest(total);
+    stage("guest connected");
 
     let to_guest = kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern);
     note(format!(
@@ -103,6 +111,7 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
         to_guest.secs,
         to_guest.gbps()
     ));
+    stage("kernel → guest transferred");
     assert_eq!(to_guest.bytes, total, "{label}: kernel → guest byte count");
     assert!(
         to_guest.digest == want,
@@ -114,6 +123,7 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
     };
     check_capture(&format!("{label} kernel → guest"), w, &pcap_in, expect_gso);
 
+    stage("kernel → guest checked");
     let w = capture(&dom0, domid, &pcap_out);
     let to_kernel = guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern);
     note(format!(
@@ -122,6 +132,7 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
         to_kernel.secs,
         to_kernel.gbps()
     ));
+    stage("guest → kernel transferred");
     assert_eq!(to_kernel.bytes, total, "{label}: guest → kernel byte count");
     assert!(
         to_kernel.digest == want,
@@ -129,9 +140,13 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
     );
     check_capture(&format!("{label} guest → kernel"), w, &pcap_out, None);
 
+    stage("guest → kernel checked");
     let port = dom0.port.stats(vif(domid)).expect("port stats");
     let front = nf.stats();
     note(format!("{label}: {port:?}"));
+    drop(nf);
+    drop(dom0);
+    stage("torn down");
     Outcome {
         to_guest,
         to_kernel,

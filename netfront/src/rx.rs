@@ -188,11 +188,22 @@ impl<C: EventChannel> RxQueue<C> {
     /// way are consumed and counted.
     #[inline]
     pub(crate) fn peek(&mut self) -> Option<RxFrame> {
-        if let Some(f) = self.peeked {
-            return Some(f);
+        if self.fill_peeked() {
+            self.peeked
+        } else {
+            None
+        }
+    }
+
+    /// Parse the next well-formed frame into `peeked` (unless one is there already);
+    /// true if there is one. Malformed chains met on the way are consumed and counted.
+    #[inline]
+    fn fill_peeked(&mut self) -> bool {
+        if self.peeked.is_some() {
+            return true;
         }
         if self.broken {
-            return None;
+            return false;
         }
         loop {
             let cons = self.ring.rsp_cons();
@@ -205,14 +216,14 @@ impl<C: EventChannel> RxQueue<C> {
                 );
                 self.counters.rx_errors.add(1);
                 self.broken = true;
-                return None;
+                return false;
             }
             if avail == 0 {
-                return None;
+                return false;
             }
             let ring = &self.ring;
             match rxparse::parse(cons, avail, avail < outstanding, |i| ring.copy_response(i)) {
-                Parsed::Incomplete => return None,
+                Parsed::Incomplete => return false,
                 Parsed::Bad { consumed, why } => {
                     log::debug!("netfront: RX chain of {consumed} slots rejected: {why:?}");
                     self.ring.set_rsp_cons(cons.wrapping_add(consumed));
@@ -225,7 +236,7 @@ impl<C: EventChannel> RxQueue<C> {
                 }
                 Parsed::Frame(f) => {
                     self.peeked = Some(f);
-                    return Some(f);
+                    return true;
                 }
             }
         }
@@ -246,11 +257,15 @@ impl<C: EventChannel> RxQueue<C> {
     /// Hand the next frame to `f` in place (zero copy); `None` if none is ready.
     #[inline]
     pub fn recv_with<R>(&mut self, f: impl FnOnce(RxFrameRef<'_>, RxMeta) -> R) -> Option<R> {
-        let frame = self.peek()?;
+        if !self.fill_peeked() {
+            return None;
+        }
+        // Borrowed in place (no copy of the frame's fragment list).
+        let frame = self.peeked.as_ref()?;
         let r = f(
             RxFrameRef {
                 pages: &self.pages,
-                frame: &frame,
+                frame,
             },
             frame.meta,
         );

@@ -220,6 +220,7 @@ impl<'a> RxEmitter<'a> {
     }
 
     /// Emit a shared frame (no copy). False once the budget is used up.
+    #[inline]
     pub fn push_shared(&mut self, data: Arc<[u8]>, meta: OffloadMeta) -> bool {
         if self.budget == 0 || data.is_empty() || data.len() > crate::frame::MAX_FRAME_LEN {
             return false;

@@ -50,7 +50,9 @@ impl Port for Source {
     }
 
     fn generates(&self) -> bool {
-        !self.templates.is_empty()
+        // Not once the limit is reached: the RX thread then parks instead of polling
+        // an exhausted generator.
+        !self.templates.is_empty() && self.limit.is_none_or(|l| self.generated() < l)
     }
 
     fn generate(&self, _to: &VifLink, _queue: u16, out: &mut RxEmitter<'_>) {
@@ -84,10 +86,19 @@ impl Port for Source {
         } else {
             start = self.generated.fetch_add(want, Ordering::Relaxed) as usize;
         }
-        for i in 0..want as usize {
-            let (data, meta) = &self.templates[(start + i) % self.templates.len()];
+        // Round-robin from `start`, wrapping by hand (no division per frame).
+        let n = self.templates.len();
+        let mut t = start % n;
+        for _ in 0..want {
+            let Some((data, meta)) = self.templates.get(t) else {
+                break;
+            };
             if !out.push_shared(data.clone(), *meta) {
                 break;
+            }
+            t += 1;
+            if t == n {
+                t = 0;
             }
         }
     }

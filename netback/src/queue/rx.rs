@@ -21,7 +21,10 @@ use crate::frame::{GsoType, OwnedFrame};
 use crate::port::RxEmitter;
 use crate::validate::rx_slots_needed;
 
-/// Frames taken from the inbound queue per pass.
+/// Frames taken from the inbound queue (or a generator) per pass. Responses are
+/// pushed after every pass, so with a quarter ring per pass the guest consumes and
+/// reposts one part while the next is being copied (both sides work at once instead
+/// of taking turns over whole rings).
 const RX_BATCH: usize = 256;
 
 /// A response to write once the batch's copy is done.

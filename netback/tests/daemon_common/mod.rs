@@ -21,8 +21,21 @@ pub const T: Duration = Duration::from_secs(60);
 pub const HV: &str = env!("CARGO_BIN_EXE_hv");
 pub const GUEST: &str = env!("CARGO_BIN_EXE_pvnet-guest");
 
-/// A private directory for this test process and `tag`, holding the socket.
-pub fn tmp_socket(tag: &str) -> PathBuf {
+/// A socket path in a private directory for this test process and `tag`; the
+/// directory is removed on drop.
+pub struct TmpSocket {
+    pub path: PathBuf,
+}
+
+impl Drop for TmpSocket {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub fn tmp_socket(tag: &str) -> TmpSocket {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "pvnet-d2-{}-{tag}-{}",
@@ -30,7 +43,9 @@ pub fn tmp_socket(tag: &str) -> PathBuf {
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join("hv.sock")
+    TmpSocket {
+        path: dir.join("hv.sock"),
+    }
 }
 
 /// A child process whose stdout lines are collected (and echoed to stderr, tagged,
@@ -151,11 +166,14 @@ impl Drop for Proc {
 pub struct Daemon {
     pub socket: PathBuf,
     pub proc: Proc,
+    /// Declared last: the directory goes after the daemon stopped.
+    _dir: TmpSocket,
 }
 
 impl Daemon {
     pub fn start(tag: &str, extra: &[&str], netns: Option<&str>) -> Self {
-        let socket = tmp_socket(tag);
+        let dir = tmp_socket(tag);
+        let socket = dir.path.clone();
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -169,7 +187,11 @@ impl Daemon {
         cmd.env("HV_LOG", "warn");
         let mut proc = Proc::spawn(&format!("hv-{tag}"), cmd);
         proc.expect("hv: serving", T);
-        Self { socket, proc }
+        Self {
+            socket,
+            proc,
+            _dir: dir,
+        }
     }
 
     /// Run an `hv` command against this daemon.
@@ -223,8 +245,16 @@ impl Daemon {
 
     /// SIGTERM; waits for a clean exit.
     pub fn stop(self) -> Option<i32> {
-        self.proc.signal(libc::SIGTERM);
-        self.proc.wait_exit(T)
+        self.stop_and_check_socket().0
+    }
+
+    /// SIGTERM, wait for the exit; its code and whether the socket is still there
+    /// (checked before the private directory is removed).
+    pub fn stop_and_check_socket(self) -> (Option<i32>, bool) {
+        let Daemon { socket, proc, _dir } = self;
+        proc.signal(libc::SIGTERM);
+        let code = proc.wait_exit(T);
+        (code, exists(&socket))
     }
 }
 

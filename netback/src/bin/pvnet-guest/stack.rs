@@ -157,6 +157,17 @@ pub fn link_local(mac: [u8; 6]) -> IpCidr {
     IpCidr::new(IpAddress::Ipv6(a), 64)
 }
 
+/// Where this process starts numbering its outgoing connections: spread over the
+/// ephemeral range (as real stacks do), so a guest that restarts with the same
+/// address does not reuse the 4-tuple of a connection the peer may still hold.
+fn first_ephemeral_port() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mix = (std::process::id() ^ nanos).wrapping_mul(0x9e37_79b1);
+    EPHEMERAL_FIRST + (mix >> 18) as u16 % (u16::MAX - EPHEMERAL_FIRST)
+}
+
 fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; rx]),
@@ -218,7 +229,7 @@ impl Stack {
             transfer: None,
             pinger: None,
             closing: Vec::new(),
-            next_port: EPHEMERAL_FIRST,
+            next_port: first_ephemeral_port(),
             stats: ServiceStats::default(),
         };
         if services {
@@ -278,9 +289,14 @@ impl Stack {
         });
     }
 
-    /// True once every transfer and the ping client are finished.
+    /// True once every transfer and the ping client are finished and every closed
+    /// connection has finished its FIN exchange (leaving earlier would leave the peer
+    /// retransmitting its FIN to a guest that is gone, holding that 4-tuple).
     pub fn clients_done(&self) -> bool {
-        self.queued.is_empty() && self.transfer.is_none() && self.pinger.is_none()
+        self.queued.is_empty()
+            && self.transfer.is_none()
+            && self.pinger.is_none()
+            && self.closing.is_empty()
     }
 
     /// How long the caller may sleep before the stack needs polling again.
@@ -523,7 +539,9 @@ impl Stack {
             );
         let failed = !t.closed && state == tcp::State::Closed;
         if done || failed {
-            let t = self.transfer.take().expect("checked above");
+            let Some(t) = self.transfer.take() else {
+                return busy;
+            };
             let secs = t.started.elapsed().as_secs_f64();
             let to = t.spec.to;
             if failed {
