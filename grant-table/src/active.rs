@@ -218,10 +218,7 @@ impl ActiveGrantTable {
 
     /// The active entry, shared header word and frame word of `gref`.
     #[inline(always)]
-    fn lookup(
-        &self,
-        gref: GrantRef,
-    ) -> Result<(&Mutex<ActiveEntry>, &AtomicU32, &AtomicU32), i16> {
+    fn lookup(&self, gref: GrantRef) -> Result<(&Mutex<ActiveEntry>, &AtomicU32, &AtomicU32), i16> {
         match (
             self.active.get(gref as usize),
             self.shared.header(gref),
@@ -234,7 +231,12 @@ impl ActiveGrantTable {
 
     /// `unpin` with the active entry already locked.
     #[inline(always)]
-    fn unpin_locked(&self, act: &mut ActiveEntry, gref: GrantRef, readonly: bool) -> Result<(), i16> {
+    fn unpin_locked(
+        &self,
+        act: &mut ActiveEntry,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<(), i16> {
         let (inc, mask) = if readonly {
             (GNTPIN_HSTR_INC, GNTPIN_HSTR_MASK)
         } else {

@@ -4,11 +4,24 @@ use hv::embedded::{DomainConfig, Hypervisor, DOM0};
 use hv::env::{BackendEnv, CopyDir, CopySeg, GuestEnv};
 
 fn small() -> DomainConfig {
-    DomainConfig { name: "t".into(), memory_frames: 64, grant_frames: 1, max_ports: 31 }
+    DomainConfig {
+        name: "t".into(),
+        memory_frames: 64,
+        grant_frames: 1,
+        max_ports: 31,
+    }
 }
 
 fn seg(dir: CopyDir, domid: u16, gref: u32, offset: u16, len: u16, local: *mut u8) -> CopySeg {
-    CopySeg { dir, domid, gref, offset, len, local, status: 99 }
+    CopySeg {
+        dir,
+        domid,
+        gref,
+        offset,
+        len,
+        local,
+        status: 99,
+    }
 }
 
 /// Segments naming the same grant back to back (small frames packed in one page) are
@@ -26,7 +39,12 @@ fn grant_copy_runs_on_one_grant_keep_per_segment_status() {
         for k in 0..64u16 {
             let b = [(i as u8) * 100 + k as u8; 64];
             // SAFETY: the page is ours and 4 KiB long; 64 * 64 = 4096.
-            unsafe { p.ptr.as_ptr().add(usize::from(k) * 64).copy_from(b.as_ptr(), 64) };
+            unsafe {
+                p.ptr
+                    .as_ptr()
+                    .add(usize::from(k) * 64)
+                    .copy_from(b.as_ptr(), 64)
+            };
         }
     }
     let mut local = vec![0u8; 70 * 64];
@@ -39,36 +57,66 @@ fn grant_copy_runs_on_one_grant_keep_per_segment_status() {
         segs.push(seg(CopyDir::FromForeign, d, pages[0].gref, k * 64, 64, l));
     }
     // SAFETY: in bounds of `local` (frames 64..68).
-    let (l64, l65, l66, l67) = unsafe { (base.add(64 * 64), base.add(65 * 64), base.add(66 * 64), base.add(67 * 64)) };
+    let (l64, l65, l66, l67) = unsafe {
+        (
+            base.add(64 * 64),
+            base.add(65 * 64),
+            base.add(66 * 64),
+            base.add(67 * 64),
+        )
+    };
     segs.push(seg(CopyDir::FromForeign, d, pages[1].gref, 64, 64, l64));
     segs.push(seg(CopyDir::FromForeign, d, pages[1].gref, 4090, 64, l65));
     segs.push(seg(CopyDir::FromForeign, 77, pages[1].gref, 0, 64, l66));
     segs.push(seg(CopyDir::FromForeign, d, pages[0].gref, 128, 64, l67));
     back.grant_copy(&mut segs);
     let st: Vec<i16> = segs.iter().map(|s| s.status).collect();
-    assert!(st[..64].iter().all(|&s| s == grant_table::GNTST_OKAY), "{st:?}");
+    assert!(
+        st[..64].iter().all(|&s| s == grant_table::GNTST_OKAY),
+        "{st:?}"
+    );
     assert_eq!(st[64], grant_table::GNTST_OKAY);
     assert_eq!(st[65], grant_table::GNTST_BAD_COPY_ARG);
     assert_eq!(st[66], grant_table::GNTST_BAD_DOMAIN);
     assert_eq!(st[67], grant_table::GNTST_OKAY);
     for k in 0..64 {
-        assert!(local[k * 64..k * 64 + 64].iter().all(|&b| b == k as u8), "frame {k}");
+        assert!(
+            local[k * 64..k * 64 + 64].iter().all(|&b| b == k as u8),
+            "frame {k}"
+        );
     }
     assert!(local[64 * 64..65 * 64].iter().all(|&b| b == 101));
-    assert!(local[65 * 64..67 * 64].iter().all(|&b| b == 0), "failed segments copy nothing");
+    assert!(
+        local[65 * 64..67 * 64].iter().all(|&b| b == 0),
+        "failed segments copy nothing"
+    );
     assert!(local[67 * 64..68 * 64].iter().all(|&b| b == 2));
     let dom = hv.domain(d).expect("dom");
     for p in &pages {
         let a = dom.active_grants().active_entry(p.gref).expect("entry");
-        assert_eq!((a.readers, a.writers), (0, 0), "ref {} still pinned", p.gref);
+        assert_eq!(
+            (a.readers, a.writers),
+            (0, 0),
+            "ref {} still pinned",
+            p.gref
+        );
     }
     // A run on a revoked grant fails as a whole, with the grant's status.
     let gone = pages[1].gref;
     guest.end_grants(pages).expect("not in use");
     let mut segs: Vec<CopySeg> = (0..3u16)
         // SAFETY: k * 64 + 64 <= 70 * 64.
-        .map(|k| seg(CopyDir::FromForeign, d, gone, k * 64, 64, unsafe { base.add(usize::from(k) * 64) }))
+        .map(|k| {
+            seg(CopyDir::FromForeign, d, gone, k * 64, 64, unsafe {
+                base.add(usize::from(k) * 64)
+            })
+        })
         .collect();
     back.grant_copy(&mut segs);
-    assert!(segs.iter().all(|s| s.status == grant_table::GNTST_GENERAL_ERROR), "{:?}", segs.iter().map(|s| s.status).collect::<Vec<_>>());
+    assert!(
+        segs.iter()
+            .all(|s| s.status == grant_table::GNTST_GENERAL_ERROR),
+        "{:?}",
+        segs.iter().map(|s| s.status).collect::<Vec<_>>()
+    );
 }

@@ -79,13 +79,15 @@ impl Connection {
                 })
             })
             .collect();
-        let link = Arc::new(VifLink::new(
-            p.id,
-            p.mac,
-            queues.iter().map(|q| q.inbound.clone()).collect(),
-            p.counters.clone(),
-        )
-        .with_features(cfg.features));
+        let link = Arc::new(
+            VifLink::new(
+                p.id,
+                p.mac,
+                queues.iter().map(|q| q.inbound.clone()).collect(),
+                p.counters.clone(),
+            )
+            .with_features(cfg.features),
+        );
         let shared = Arc::new(ConnShared {
             id: p.id,
             frontend: fe,

@@ -230,7 +230,9 @@ impl<C: EventChannel> Queue<C> {
     /// or work is already there.
     pub fn wait(&mut self, timeout: Option<Duration>) -> bool {
         self.prepare_sleep();
-        if self.poll(timeout, |q| q.rx.has_pending() || (q.tx.in_flight() > 0 && q.tx.has_responses())) {
+        if self.poll(timeout, |q| {
+            q.rx.has_pending() || (q.tx.in_flight() > 0 && q.tx.has_responses())
+        }) {
             self.tx.reclaim();
             return true;
         }

@@ -263,6 +263,7 @@ impl<C: EventChannel> TxQueue<C> {
         }
     }
 
+    #[inline]
     fn send_frame(
         &mut self,
         len: usize,

@@ -195,7 +195,12 @@ mod tests {
         let p = plan(len, &meta, &ALL).unwrap();
         let f = first_flags(&p, &meta, meta.csum_blank);
         let mut v = Vec::new();
-        requests(&p, f, |i| (100 + i as u16, 1000 + i as u32, 0), |r| v.push(r));
+        requests(
+            &p,
+            f,
+            |i| (100 + i as u16, 1000 + i as u32, 0),
+            |r| v.push(r),
+        );
         assert_eq!(v.len(), p.ring_slots());
         v
     }

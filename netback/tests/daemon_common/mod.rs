@@ -54,6 +54,8 @@ pub struct Proc {
     pub child: Child,
     pub tag: String,
     lines: Receiver<String>,
+    /// Lines read while looking for another prefix, not yet consumed by `expect`.
+    skipped: Vec<String>,
     /// Every line so far.
     pub seen: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
@@ -83,6 +85,7 @@ impl Proc {
             child,
             tag: tag.to_string(),
             lines: rx,
+            skipped: Vec::new(),
             seen,
             reader: Some(reader),
         }
@@ -92,8 +95,14 @@ impl Proc {
         self.child.id()
     }
 
-    /// The rest of the first new line starting with `prefix` (others are skipped).
+    /// The rest of the oldest not yet consumed line starting with `prefix`.
     pub fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
+        // A guest prints concurrent events (a ping finishing, a transfer finishing) in
+        // either order: look at lines an earlier `expect` passed over first.
+        if let Some(i) = self.skipped.iter().position(|l| l.starts_with(prefix)) {
+            let l = self.skipped.remove(i);
+            return l[prefix.len()..].trim().to_string();
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -102,6 +111,7 @@ impl Proc {
                     if let Some(rest) = l.strip_prefix(prefix) {
                         return rest.trim().to_string();
                     }
+                    self.skipped.push(l);
                 }
                 Err(e) => panic!("{} never printed {prefix:?}: {e}", self.tag),
             }

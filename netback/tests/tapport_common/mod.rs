@@ -385,6 +385,13 @@ const VALIDATE: [&str; 6] = [
     "udp.check_checksum:TRUE",
 ];
 
+/// Runs tshark with `args`, bounded in time (coreutils `timeout`).
+fn tshark(args: &[&str]) -> String {
+    let mut a = vec!["--kill-after=5", "120", "tshark"];
+    a.extend_from_slice(args);
+    run("timeout", &a)
+}
+
 /// Runs tshark over `pcap` with checksum validation on.
 pub fn tshark_check(pcap: &Path) -> TsharkReport {
     let file = pcap.to_str().expect("utf-8 path");
@@ -395,7 +402,7 @@ pub fn tshark_check(pcap: &Path) -> TsharkReport {
             args.extend_from_slice(&["-Y", f]);
         }
         args.extend_from_slice(&["-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"]);
-        run("tshark", &args)
+        tshark(&args)
             .lines()
             .map(str::to_owned)
             .filter(|l| !l.is_empty())
@@ -413,10 +420,7 @@ pub fn tshark_count(pcap: &Path, filter: &str) -> usize {
     let mut args = vec!["-n", "-r", file];
     args.extend_from_slice(&VALIDATE);
     args.extend_from_slice(&["-Y", filter, "-T", "fields", "-e", "frame.number"]);
-    run("tshark", &args)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count()
+    tshark(&args).lines().filter(|l| !l.is_empty()).count()
 }
 
 /// A temporary file path, removed on drop.
