@@ -169,7 +169,11 @@ impl Hypervisor {
                 next_domid: AtomicU16::new(1),
             }),
         };
-        let cfg = DomainConfig { name: "Domain-0".into(), memory_frames: 64, ..Default::default() };
+        let cfg = DomainConfig {
+            name: "Domain-0".into(),
+            memory_frames: 64,
+            ..Default::default()
+        };
         hv.build_domain(DOM0, &cfg)?;
         Ok(hv)
     }
@@ -202,10 +206,13 @@ impl Hypervisor {
 
     fn build_domain(&self, domid: DomId, cfg: &DomainConfig) -> Result<(), HvError> {
         if cfg.memory_frames == 0 || cfg.grant_frames == 0 || cfg.max_ports == 0 {
-            return Err(HvError::Config("memory, grant frames and ports must be non-zero"));
+            return Err(HvError::Config(
+                "memory, grant frames and ports must be non-zero",
+            ));
         }
         let ram = FrameRegion::new(&format!("pvnet-d{domid}-ram"), cfg.memory_frames)?;
-        let gnttab_mem = FrameRegion::new(&format!("pvnet-d{domid}-gnttab"), cfg.grant_frames as usize)?;
+        let gnttab_mem =
+            FrameRegion::new(&format!("pvnet-d{domid}-gnttab"), cfg.grant_frames as usize)?;
         let nr_entries = cfg.grant_frames * GRANT_ENTRIES_PER_FRAME;
         let base = gnttab_mem.base().cast::<GrantEntryV1>();
         // SAFETY: the region is page aligned, holds nr_entries 8-byte entries, lives as
@@ -217,16 +224,22 @@ impl Hypervisor {
                 SharedGrantTable::from_raw(base, nr_entries),
             )
         };
-        let guest_gnttab = GuestGrantTable::new(guest_view.map_err(|_| HvError::Config("grant table"))?);
+        let guest_gnttab =
+            GuestGrantTable::new(guest_view.map_err(|_| HvError::Config("grant table"))?);
         let active = ActiveGrantTable::new(hv_view.map_err(|_| HvError::Config("grant table"))?);
         let evtchn_page = FrameRegion::new(&format!("pvnet-d{domid}-evtchn"), 1)?;
         // SAFETY: the page is 4 KiB, page aligned (so 8-byte aligned), zeroed, at least
         // the size of EvtchnBitmapPage, owned by the Domain which outlives the hub's
         // entry (remove_domain runs before the Domain is dropped), atomics only.
         let bits = unsafe {
-            EvtchnBits::from_page(evtchn_page.base().cast::<EvtchnBitmapPage>(), cfg.max_ports as usize + 1)
+            EvtchnBits::from_page(
+                evtchn_page.base().cast::<EvtchnBitmapPage>(),
+                cfg.max_ports as usize + 1,
+            )
         };
-        self.inner.evtchn.add_domain_with_bits(domid, cfg.max_ports, Arc::new(bits))?;
+        self.inner
+            .evtchn
+            .add_domain_with_bits(domid, cfg.max_ports, Arc::new(bits))?;
         if domid != DOM0 {
             if let Err(e) = self.inner.xenstore.introduce_domain(domid) {
                 let _ = self.inner.evtchn.remove_domain(domid);
@@ -271,7 +284,13 @@ impl Hypervisor {
             .ok_or(HvError::NoSuchDomain(domid))?;
         let _ = self.inner.evtchn.remove_domain(domid);
         // Pins the dying domain held on other domains' grants (a guest backend).
-        for other in self.inner.domains.read().unwrap_or_else(|p| p.into_inner()).values() {
+        for other in self
+            .inner
+            .domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             other.active.release_all_pins_of(domid);
         }
         let xs = &self.inner.xenstore;
@@ -289,12 +308,23 @@ impl Hypervisor {
 
     /// Running domains, Dom0 first.
     pub fn domain_ids(&self) -> Vec<DomId> {
-        self.inner.domains.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect()
+        self.inner
+            .domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// A running domain.
     pub fn domain(&self, domid: DomId) -> Option<Arc<Domain>> {
-        self.inner.domains.read().unwrap_or_else(|p| p.into_inner()).get(&domid).cloned()
+        self.inner
+            .domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&domid)
+            .cloned()
     }
 
     /// A xenstore connection of `domid` (what `/dev/xen/xenbus` is to a domain).
@@ -308,7 +338,10 @@ impl Hypervisor {
     /// The environment netfront runs on inside guest `domid`.
     pub fn guest_env(&self, domid: DomId) -> Result<EmbeddedGuestEnv, HvError> {
         let dom = self.domain(domid).ok_or(HvError::NoSuchDomain(domid))?;
-        Ok(EmbeddedGuestEnv { dom, evtchn: self.inner.evtchn.clone() })
+        Ok(EmbeddedGuestEnv {
+            dom,
+            evtchn: self.inner.evtchn.clone(),
+        })
     }
 
     /// The environment netback runs on in Dom0.
@@ -319,7 +352,10 @@ impl Hypervisor {
     /// A backend environment for a driver domain `domid` (Dom0 usually).
     pub fn backend_env_for(&self, domid: DomId) -> Result<EmbeddedBackendEnv, HvError> {
         let dom = self.domain(domid).ok_or(HvError::NoSuchDomain(domid))?;
-        Ok(EmbeddedBackendEnv { hv: self.clone(), dom })
+        Ok(EmbeddedBackendEnv {
+            hv: self.clone(),
+            dom,
+        })
     }
 }
 
@@ -340,7 +376,14 @@ impl EmbeddedChannel {
         let setup = || -> Result<Self, EvtchnError> {
             let waiter = hub.waiter(dom, port)?;
             let bits = hub.bits(dom)?;
-            Ok(Self { _dom: domain.clone(), hub: hub.clone(), dom, port, bits, waiter: Mutex::new(waiter) })
+            Ok(Self {
+                _dom: domain.clone(),
+                hub: hub.clone(),
+                dom,
+                port,
+                bits,
+                waiter: Mutex::new(waiter),
+            })
         };
         setup().map_err(|e| {
             let _ = hub.close(dom, port);
@@ -412,8 +455,17 @@ impl GuestEnv for EmbeddedGuestEnv {
         self.dom.domid
     }
 
-    fn grant_pages(&self, remote: DomId, count: usize, readonly: bool) -> Result<Vec<GrantedPage>, EnvError> {
-        let frames = self.dom.frames.alloc(count).map_err(|_| EnvError::Exhausted("guest memory frames"))?;
+    fn grant_pages(
+        &self,
+        remote: DomId,
+        count: usize,
+        readonly: bool,
+    ) -> Result<Vec<GrantedPage>, EnvError> {
+        let frames = self
+            .dom
+            .frames
+            .alloc(count)
+            .map_err(|_| EnvError::Exhausted("guest memory frames"))?;
         let mut pages = Vec::with_capacity(count);
         for (i, &gfn) in frames.iter().enumerate() {
             let Some(ptr) = self.dom.ram.frame_ptr(gfn) else {
@@ -423,14 +475,23 @@ impl GuestEnv for EmbeddedGuestEnv {
             };
             // SAFETY: the frame was just allocated to us and lies inside our RAM.
             unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, PAGE_SIZE) };
-            match self.dom.guest_gnttab.grant_foreign_access(remote, gfn as u32, readonly) {
+            match self
+                .dom
+                .guest_gnttab
+                .grant_foreign_access(remote, gfn as u32, readonly)
+            {
                 Ok(gref) => pages.push(GrantedPage { gref, ptr }),
                 Err(e) => {
                     // Undo what was granted so far, then give every frame back.
                     for p in pages.drain(..) {
                         let _ = self.dom.guest_gnttab.end_foreign_access(p.gref);
                     }
-                    self.dom.frames.free(frames[i..].iter().copied().chain(frames[..i].iter().copied()));
+                    self.dom.frames.free(
+                        frames[i..]
+                            .iter()
+                            .copied()
+                            .chain(frames[..i].iter().copied()),
+                    );
                     return Err(Self::grant_error(e));
                 }
             }
@@ -579,7 +640,12 @@ impl BackendEnv for EmbeddedBackendEnv {
         self.dom.domid
     }
 
-    fn map_grant(&self, domid: DomId, gref: GrantRef, readonly: bool) -> Result<EmbeddedMapping, EnvError> {
+    fn map_grant(
+        &self,
+        domid: DomId,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<EmbeddedMapping, EnvError> {
         let dom = self.hv.domain(domid).ok_or(EnvError::NoSuchDomain(domid))?;
         let frame = dom
             .active
@@ -589,7 +655,12 @@ impl BackendEnv for EmbeddedBackendEnv {
             let _ = dom.active.unmap_grant_ref(gref, readonly);
             return Err(EnvError::Grant(grant_table::GNTST_BAD_PAGE));
         };
-        Ok(EmbeddedMapping { dom, gref, readonly, ptr })
+        Ok(EmbeddedMapping {
+            dom,
+            gref,
+            readonly,
+            ptr,
+        })
     }
 
     fn grant_copy(&self, segs: &mut [CopySeg]) {
@@ -616,7 +687,11 @@ impl BackendEnv for EmbeddedBackendEnv {
         }
     }
 
-    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<EmbeddedChannel, EnvError> {
+    fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: Port,
+    ) -> Result<EmbeddedChannel, EnvError> {
         let hub = self.hv.inner.evtchn.clone();
         let port = hub
             .bind_interdomain(self.dom.domid, remote, remote_port)

@@ -227,8 +227,12 @@ pub trait BackendEnv: Send + Sync {
     /// The backend's own domid (0 for Dom0).
     fn domid(&self) -> DomId;
     /// `GNTTABOP_map_grant_ref` of a page `domid` granted us.
-    fn map_grant(&self, domid: DomId, gref: GrantRef, readonly: bool)
-        -> Result<Self::Mapping, EnvError>;
+    fn map_grant(
+        &self,
+        domid: DomId,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<Self::Mapping, EnvError>;
     /// `GNTTABOP_copy` on a batch: every segment gets its own status and the rest of the
     /// batch is still processed after a failure.
     fn grant_copy(&self, segs: &mut [CopySeg]);

@@ -44,16 +44,21 @@ impl FrameRegion {
     /// Create a zero-filled region of `frames` frames named `name` (shown in /proc/PID/maps).
     pub fn new(name: &str, frames: usize) -> Result<Self, MemoryError> {
         let err = |source| MemoryError::Alloc { frames, source };
-        let cname = CString::new(name.replace('\0', "_")).map_err(|e| err(std::io::Error::other(e)))?;
+        let cname =
+            CString::new(name.replace('\0', "_")).map_err(|e| err(std::io::Error::other(e)))?;
         // Sealable, so the size can be fixed before the fd is handed to a guest.
         // SAFETY: memfd_create with a valid NUL-terminated name; the fd is owned below.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        let raw = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if raw < 0 {
             return Err(err(std::io::Error::last_os_error()));
         }
         // SAFETY: raw is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let len = frames.checked_mul(PAGE_SIZE).ok_or_else(|| err(std::io::Error::other("size overflow")))?;
+        let len = frames
+            .checked_mul(PAGE_SIZE)
+            .ok_or_else(|| err(std::io::Error::other("size overflow")))?;
         // SAFETY: ftruncate on our own memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
             return Err(err(std::io::Error::last_os_error()));
@@ -62,7 +67,14 @@ impl FrameRegion {
         // shrink it: the hypervisor's own mapping would then fault (SIGBUS) on the
         // truncated frames. Growing is refused too; writes stay allowed.
         // SAFETY: fcntl on our own memfd, no pointers.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) } < 0 {
+        if unsafe {
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+            )
+        } < 0
+        {
             return Err(err(std::io::Error::last_os_error()));
         }
         Self::map(fd, frames).map_err(err)
@@ -85,7 +97,8 @@ impl FrameRegion {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let base = NonNull::new(p.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned NULL"))?;
+        let base = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| std::io::Error::other("mmap returned NULL"))?;
         Ok(Self { fd, base, frames })
     }
 
@@ -135,7 +148,10 @@ impl FrameAllocator {
     /// All frames in `first..first + count` start free.
     pub fn new(first: u64, count: usize) -> Self {
         let free = (first..first + count as u64).rev().collect();
-        Self { free: Mutex::new(free), total: count }
+        Self {
+            free: Mutex::new(free),
+            total: count,
+        }
     }
 
     /// Take `n` frames, all or none.
@@ -176,9 +192,15 @@ mod tests {
         let dup = r.fd().try_clone().expect("dup");
         let r2 = FrameRegion::map(dup, 4).expect("map");
         // SAFETY: frame 3 inside the second mapping.
-        assert_eq!(unsafe { r2.frame_ptr(3).expect("in range").as_ptr().read() }, 7);
+        assert_eq!(
+            unsafe { r2.frame_ptr(3).expect("in range").as_ptr().read() },
+            7
+        );
         // SAFETY: frame 0 untouched.
-        assert_eq!(unsafe { r2.frame_ptr(0).expect("in range").as_ptr().read() }, 0);
+        assert_eq!(
+            unsafe { r2.frame_ptr(0).expect("in range").as_ptr().read() },
+            0
+        );
     }
 
     #[test]

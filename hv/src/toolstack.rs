@@ -71,8 +71,14 @@ pub fn add_vif(store: &dyn Store, cfg: &VifConfig) -> Result<(), StoreError> {
                 tx,
                 &fe,
                 &[
-                    Perm { domid: cfg.frontend, kind: PermKind::None },
-                    Perm { domid: cfg.backend, kind: PermKind::Read },
+                    Perm {
+                        domid: cfg.frontend,
+                        kind: PermKind::None,
+                    },
+                    Perm {
+                        domid: cfg.backend,
+                        kind: PermKind::Read,
+                    },
                 ],
             )?;
             w(&format!("{fe}/backend"), &be)?;
@@ -86,8 +92,14 @@ pub fn add_vif(store: &dyn Store, cfg: &VifConfig) -> Result<(), StoreError> {
                 tx,
                 &be,
                 &[
-                    Perm { domid: cfg.backend, kind: PermKind::None },
-                    Perm { domid: cfg.frontend, kind: PermKind::Read },
+                    Perm {
+                        domid: cfg.backend,
+                        kind: PermKind::None,
+                    },
+                    Perm {
+                        domid: cfg.frontend,
+                        kind: PermKind::Read,
+                    },
                 ],
             )?;
             w(&format!("{be}/frontend"), &fe)?;
@@ -118,8 +130,16 @@ pub fn add_vif(store: &dyn Store, cfg: &VifConfig) -> Result<(), StoreError> {
 
 /// Remove both directories of a vif (after the drivers reached Closed, or when the
 /// guest is gone).
-pub fn remove_vif(store: &dyn Store, frontend: DomId, backend: DomId, devid: u32) -> Result<(), StoreError> {
-    for p in [frontend_path(frontend, devid), backend_path(backend, frontend, devid)] {
+pub fn remove_vif(
+    store: &dyn Store,
+    frontend: DomId,
+    backend: DomId,
+    devid: u32,
+) -> Result<(), StoreError> {
+    for p in [
+        frontend_path(frontend, devid),
+        backend_path(backend, frontend, devid),
+    ] {
         match store.rm(crate::env::XBT_NIL, &p) {
             Ok(()) | Err(StoreError::NotFound) => {}
             Err(e) => return Err(e),
@@ -137,7 +157,13 @@ mod tests {
         let m = [0x00, 0x16, 0x3e, 0x0a, 0xbc, 0xff];
         assert_eq!(format_mac(&m), "00:16:3e:0a:bc:ff");
         assert_eq!(parse_mac("00:16:3e:0a:bc:ff"), Some(m));
-        for bad in ["", "00:16:3e:0a:bc", "00:16:3e:0a:bc:ff:00", "0:16:3e:0a:bc:ff", "zz:16:3e:0a:bc:ff"] {
+        for bad in [
+            "",
+            "00:16:3e:0a:bc",
+            "00:16:3e:0a:bc:ff:00",
+            "0:16:3e:0a:bc:ff",
+            "zz:16:3e:0a:bc:ff",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }

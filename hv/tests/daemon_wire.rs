@@ -200,7 +200,9 @@ fn malformed_messages_get_error_replies_and_the_daemon_keeps_serving() {
             == 0
     );
     assert!(
-        eventually(Duration::from_secs(5), || fd_count() == fds_before),
+        // `<=`: the proptests of this binary run in parallel and may briefly hold a
+        // file of their own when `fds_before` is taken; a leak only ever adds.
+        eventually(Duration::from_secs(5), || fd_count() <= fds_before),
         "daemon leaked descriptors"
     );
 }

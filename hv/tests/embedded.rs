@@ -3,14 +3,29 @@
 use std::time::Duration;
 
 use hv::embedded::{DomainConfig, Hypervisor, DOM0};
-use hv::env::{BackendEnv, CopyDir, CopySeg, EnvError, EventChannel, GuestEnv, MappedPage, Store, XBT_NIL};
+use hv::env::{
+    BackendEnv, CopyDir, CopySeg, EnvError, EventChannel, GuestEnv, MappedPage, Store, XBT_NIL,
+};
 
 fn small() -> DomainConfig {
-    DomainConfig { name: "t".into(), memory_frames: 64, grant_frames: 1, max_ports: 31 }
+    DomainConfig {
+        name: "t".into(),
+        memory_frames: 64,
+        grant_frames: 1,
+        max_ports: 31,
+    }
 }
 
 fn seg(dir: CopyDir, domid: u16, gref: u32, offset: u16, len: u16, local: *mut u8) -> CopySeg {
-    CopySeg { dir, domid, gref, offset, len, local, status: 99 }
+    CopySeg {
+        dir,
+        domid,
+        gref,
+        offset,
+        len,
+        local,
+        status: 99,
+    }
 }
 
 #[test]
@@ -22,24 +37,62 @@ fn grant_map_copy_and_end_access() {
 
     let pages = guest.grant_pages(DOM0, 2, false).expect("grant");
     // SAFETY: the page is ours and 4 KiB long.
-    unsafe { pages[0].ptr.as_ptr().add(100).copy_from(b"hello".as_ptr(), 5) };
+    unsafe {
+        pages[0]
+            .ptr
+            .as_ptr()
+            .add(100)
+            .copy_from(b"hello".as_ptr(), 5)
+    };
 
     // Copy from the guest, then into the guest.
     let mut buf = [0u8; 5];
     let mut out = *b"world";
     let mut segs = [
-        seg(CopyDir::FromForeign, d, pages[0].gref, 100, 5, buf.as_mut_ptr()),
-        seg(CopyDir::ToForeign, d, pages[1].gref, 4091, 5, out.as_mut_ptr()),
-        seg(CopyDir::ToForeign, d, pages[1].gref, 4092, 5, out.as_mut_ptr()),
+        seg(
+            CopyDir::FromForeign,
+            d,
+            pages[0].gref,
+            100,
+            5,
+            buf.as_mut_ptr(),
+        ),
+        seg(
+            CopyDir::ToForeign,
+            d,
+            pages[1].gref,
+            4091,
+            5,
+            out.as_mut_ptr(),
+        ),
+        seg(
+            CopyDir::ToForeign,
+            d,
+            pages[1].gref,
+            4092,
+            5,
+            out.as_mut_ptr(),
+        ),
         seg(CopyDir::FromForeign, d, 9999, 0, 5, buf.as_mut_ptr()),
-        seg(CopyDir::FromForeign, 77, pages[0].gref, 0, 5, buf.as_mut_ptr()),
+        seg(
+            CopyDir::FromForeign,
+            77,
+            pages[0].gref,
+            0,
+            5,
+            buf.as_mut_ptr(),
+        ),
     ];
     back.grant_copy(&mut segs);
     assert_eq!(&buf, b"hello");
     let st: Vec<i16> = segs.iter().map(|s| s.status).collect();
     assert_eq!(st[0], grant_table::GNTST_OKAY);
     assert_eq!(st[1], grant_table::GNTST_OKAY);
-    assert_eq!(st[2], grant_table::GNTST_BAD_COPY_ARG, "crossing the page end");
+    assert_eq!(
+        st[2],
+        grant_table::GNTST_BAD_COPY_ARG,
+        "crossing the page end"
+    );
     assert_eq!(st[3], grant_table::GNTST_BAD_GNTREF);
     assert_eq!(st[4], grant_table::GNTST_BAD_DOMAIN);
     // SAFETY: guest page 1, bytes 4091..4096.
@@ -48,7 +101,14 @@ fn grant_map_copy_and_end_access() {
 
     // A read-only grant cannot be written.
     let ro = guest.grant_pages(DOM0, 1, true).expect("grant ro");
-    let mut s = [seg(CopyDir::ToForeign, d, ro[0].gref, 0, 5, out.as_mut_ptr())];
+    let mut s = [seg(
+        CopyDir::ToForeign,
+        d,
+        ro[0].gref,
+        0,
+        5,
+        out.as_mut_ptr(),
+    )];
     back.grant_copy(&mut s);
     // Xen's _set_status_v1: "Attempt to write-pin a r/o grant entry" is GNTST_general_error.
     assert_eq!(s[0].status, grant_table::GNTST_GENERAL_ERROR);
@@ -94,11 +154,22 @@ fn event_channel_round_trip_and_teardown() {
 
     // Destroying the guest kicks the backend's port and frees the domain.
     let store = hv.store(DOM0).expect("store");
-    store.write(XBT_NIL, &format!("/local/domain/0/backend/vif/{d}/0/state"), b"1").expect("write");
+    store
+        .write(
+            XBT_NIL,
+            &format!("/local/domain/0/backend/vif/{d}/0/state"),
+            b"1",
+        )
+        .expect("write");
     hv.destroy_domain(d).expect("destroy");
     assert!(hv.domain(d).is_none());
-    assert!(b.wait(Some(Duration::from_secs(1))), "peer death is signalled");
-    assert!(store.read(XBT_NIL, &format!("/local/domain/0/backend/vif/{d}")).is_err());
+    assert!(
+        b.wait(Some(Duration::from_secs(1))),
+        "peer death is signalled"
+    );
+    assert!(store
+        .read(XBT_NIL, &format!("/local/domain/0/backend/vif/{d}"))
+        .is_err());
     assert!(hv.destroy_domain(d).is_err());
     assert!(hv.destroy_domain(DOM0).is_err());
 }
@@ -109,9 +180,17 @@ fn guest_store_is_confined_to_its_home() {
     let a = hv.create_domain(&small()).expect("a");
     let b = hv.create_domain(&small()).expect("b");
     let ga = hv.guest_env(a).expect("env");
-    ga.store().write(XBT_NIL, &format!("/local/domain/{a}/data/x"), b"1").expect("own home");
-    assert!(ga.store().write(XBT_NIL, &format!("/local/domain/{b}/data/x"), b"1").is_err());
-    assert!(ga.store().write(XBT_NIL, "/local/domain/0/x", b"1").is_err());
+    ga.store()
+        .write(XBT_NIL, &format!("/local/domain/{a}/data/x"), b"1")
+        .expect("own home");
+    assert!(ga
+        .store()
+        .write(XBT_NIL, &format!("/local/domain/{b}/data/x"), b"1")
+        .is_err());
+    assert!(ga
+        .store()
+        .write(XBT_NIL, "/local/domain/0/x", b"1")
+        .is_err());
 }
 
 #[test]

@@ -195,6 +195,7 @@ pub fn execute(cli: Cli, registry: &Registry) -> i32 {
             false,
         ),
         Some(Command::List(a)) => (a, true),
+        Some(Command::Host(h)) => return crate::host::main(&h),
     };
     if let Err(e) = validate(&args) {
         eprintln!("loadtest: {e}");

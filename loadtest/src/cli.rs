@@ -56,6 +56,9 @@ pub enum Command {
     Peers(RunArgs),
     /// List the registered series and the cells they would run, without running them.
     List(RunArgs),
+    /// Host mode (root): the guest against the host kernel through a TAP on a bridge,
+    /// in a throw-away network namespace.
+    Host(crate::host::HostArgs),
 }
 
 /// Options of `run`, `peers` and `list`.

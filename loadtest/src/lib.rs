@@ -29,6 +29,7 @@ pub mod cli;
 pub mod control;
 pub mod cpu;
 pub mod frame;
+pub mod host;
 pub mod iperf3;
 pub mod latency;
 pub mod machine;

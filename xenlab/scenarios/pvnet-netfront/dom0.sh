@@ -1,6 +1,6 @@
 # xenlab-timeout: 900
-# pvnet netfront in a domU's user space (gntalloc, evtchn, xenbus; smoltcp on top) <-> Linux xen-netback in dom0 on bridge xenbr0, for a vif added with xl network-attach: ping both ways, 64 MiB of TCP each way checked with SHA-256, clean close
-bytes=$((64 << 20))
+# pvnet netfront in a domU's user space (gntalloc, evtchn, xenbus; smoltcp on top) <-> Linux xen-netback in dom0 on bridge xenbr0, for a vif added with xl network-attach: ping both ways, 50 MiB of TCP each way checked with SHA-256, clean close
+bytes=$((50 << 20))
 name=pvnet-netfront-domu
 modprobe -a xen-netback bridge || xenlab_fail "modprobe xen-netback bridge"
 ip link add xenbr0 type bridge
