@@ -253,7 +253,13 @@ impl Transfer {
     /// Move bytes between the socket and the hash; true if anything moved.
     fn service(&mut self, sockets: &mut SocketSet<'_>) -> bool {
         let s = sockets.get_mut::<tcp::Socket>(self.handle);
-        if self.phase == Phase::Listening && s.is_active() {
+        // Running once the handshake completed: a half-open connection (SynReceived)
+        // can neither send nor receive yet, and must not look finished.
+        let handshaken = !matches!(
+            s.state(),
+            tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+        );
+        if self.phase == Phase::Listening && handshaken {
             self.phase = Phase::Running;
             self.started = Some(Instant::now());
             say!(
@@ -283,7 +289,8 @@ impl Transfer {
                     self.bytes += n as u64;
                     moved = true;
                 }
-                // The peer's FIN arrived and everything before it was read.
+                // The peer's FIN arrived (or the connection died) and everything
+                // before it was read.
                 if !s.may_recv() && !s.can_recv() {
                     s.close();
                     self.finish("received");
