@@ -386,9 +386,8 @@ impl Pinger {
             let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
                 continue;
             };
-            let Ok(Icmpv4Repr::EchoReply {
-                ident, seq_no, ..
-            }) = Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default())
+            let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
+                Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default())
             else {
                 continue;
             };
@@ -403,12 +402,22 @@ impl Pinger {
             say!("ping reply from {from} seq={seq_no} time={rtt:.1}ms");
         }
         if self.replies >= PING_REPLIES {
-            say!("ping {} ok: {} of {} answered", self.target, self.replies, self.sent);
+            say!(
+                "ping {} ok: {} of {} answered",
+                self.target,
+                self.replies,
+                self.sent
+            );
             self.done = true;
             return;
         }
         if self.sent >= PING_TRIES {
-            say!("ping {} FAILED: {} of {} answered", self.target, self.replies, self.sent);
+            say!(
+                "ping {} FAILED: {} of {} answered",
+                self.target,
+                self.replies,
+                self.sent
+            );
             self.done = true;
             return;
         }
@@ -568,9 +577,7 @@ fn serve<C: hv::env::EventChannel>(
             let since = *done_at.get_or_insert_with(Instant::now);
             if since.elapsed() >= LINGER {
                 let failed = pinger.as_ref().is_some_and(|p| p.replies < PING_REPLIES)
-                    || transfers
-                        .iter()
-                        .any(|t| t.to_send.is_some_and(|r| r > 0));
+                    || transfers.iter().any(|t| t.to_send.is_some_and(|r| r > 0));
                 return if failed {
                     Err("a ping or a transfer failed".into())
                 } else {

@@ -46,6 +46,15 @@ xenlab_domu_create() {
     timeout 120 xl create "$cfg" || xenlab_fail "xl create $name failed"
 }
 
+# xenlab_bridge NAME CIDR: a fresh Linux bridge with dom0's address on it (an earlier
+# scenario's bridge of that name, its ports and neighbour entries are removed first).
+xenlab_bridge() {
+    ip link del "$1" 2>/dev/null
+    ip link add "$1" type bridge || xenlab_fail "cannot create bridge $1"
+    ip addr add "$2" dev "$1" || xenlab_fail "cannot put $2 on $1"
+    ip link set "$1" up
+}
+
 # xenlab_domid NAME: the domain id of a running domU.
 xenlab_domid() { xl domid "$1"; }
 

@@ -20,6 +20,10 @@ DOM0_INCLUDE=xen-utils-4.17,xenstore-utils,iproute2,bridge-utils,busybox,kmod,pr
 ROOTFS_RECIPE=1
 # Modules dom0 may load (closure computed with modprobe --show-depends).
 DOM0_MODULES=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback bridge tun veth)
+# The order `xenlab/run` without arguments runs the scenarios in (others follow by
+# name): kernel-only first, then pvnet's netback (which needs the kernel's xen-netback
+# unloaded), then the scenarios that load it.
+XENLAB_ORDER=(baseline pvnet-netback pvnet-netfront xen-env)
 # Modules the domU loads, in this order.
 DOMU_MODULES=(xen-netfront xen-evtchn xen-gntalloc xen-gntdev)
 }

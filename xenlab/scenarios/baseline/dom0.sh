@@ -2,9 +2,7 @@
 # Baseline: Linux's own drivers on both ends. dom0's kernel xen-netback serves a vif on
 # bridge xenbr0; the domU's kernel xen-netfront takes 10.99.0.2 and dom0 pings it.
 modprobe -a xen-netback bridge || xenlab_fail "modprobe xen-netback bridge"
-ip link add xenbr0 type bridge
-ip addr add 10.99.0.1/24 dev xenbr0
-ip link set xenbr0 up
+xenlab_bridge xenbr0 10.99.0.1/24
 
 XENLAB_DOMU_ARGS="xenlab.ip=10.99.0.2/24" \
     xenlab_domu_create baseline-domu "vif = ['mac=00:16:3e:00:00:02,bridge=xenbr0']"

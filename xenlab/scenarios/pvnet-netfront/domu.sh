@@ -13,7 +13,7 @@ xenlab_domu_mark "READY eth0 $ip autoprobe=$(cat /sys/bus/xen/drivers_autoprobe)
 f=/xenlab/files
 "$f/ld-linux-x86-64.so.2" --library-path "$f" "$f/xen_guest" --devid 1 --ip "$uip" \
     --ping 10.99.0.1 --rx-port 5001 --tx-port 5002 --tx-bytes "$bytes" \
-    --wait-frontend 180 --timeout 700 --exit-when-done
+    --wait-frontend 180 --timeout 540 --exit-when-done
 rc=$?
 # The kernel saw the device but bound no driver to it.
 if [ -e /sys/bus/xen/devices/vif-1 ]; then
