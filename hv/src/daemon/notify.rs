@@ -164,14 +164,25 @@ impl SendPump {
     }
 
     /// Stop watching `dom`'s `port`; its send eventfd is closed.
+    ///
+    /// A notify the guest wrote before the close (or before its process exited) is
+    /// still delivered: on Xen `EVTCHNOP_send` is a synchronous hypercall, so a guest
+    /// that notifies and then closes the port (or dies) has already raised the event.
+    /// Without this flush the pump could lose that last write when the port goes away
+    /// before `epoll_wait` reports it. Call it before the port is closed in the hub.
     pub(crate) fn unregister(&self, dom: DomId, port: Port) {
-        let mut ports = self
+        let removed = self
             .shared
             .ports
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, _, fd)) = ports.remove(&key(dom, port)) {
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key(dom, port));
+        if let Some((_, _, fd)) = removed {
             let _ = epoll_del(&self.shared.epoll, fd.as_raw_fd());
+            if matches!(fd.drain(), Ok(c) if c > 0) {
+                let _ = self.shared.hub.send(dom, port);
+                self.shared.sends.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -244,14 +255,12 @@ impl PumpShared {
                 if k == STOP_KEY {
                     continue;
                 }
-                let entry = self
-                    .ports
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&k)
-                    .cloned();
+                // Drain and send under the ports lock: once `unregister` has returned,
+                // no send for that port is in flight (it would land after the port
+                // closed and be lost, while `unregister` found the eventfd drained).
+                let ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
                 // Unregistered since epoll reported it: nothing to do.
-                let Some((dom, port, fd)) = entry else {
+                let Some((dom, port, fd)) = ports.get(&k) else {
                     continue;
                 };
                 // Drain first, then send: a write landing after the drain is seen by
@@ -259,7 +268,7 @@ impl PumpShared {
                 if matches!(fd.drain(), Ok(c) if c > 0) {
                     // A closed peer port makes the send fail; the guest learns of it
                     // through the xenstore, as on Xen.
-                    let _ = self.hub.send(dom, port);
+                    let _ = self.hub.send(*dom, *port);
                     self.sends.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -105,6 +105,8 @@ impl GuestProc {
     /// The first line starting with `prefix` (others are skipped), without it.
     pub fn expect(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
+        // Lines skipped on the way (a guest's `fail: ...` among them), for the panic.
+        let mut skipped: Vec<String> = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -112,8 +114,9 @@ impl GuestProc {
                     if let Some(rest) = l.strip_prefix(prefix) {
                         return rest.trim().to_string();
                     }
+                    skipped.push(l);
                 }
-                Err(e) => panic!("guest never printed {prefix:?}: {e}"),
+                Err(e) => panic!("guest never printed {prefix:?}: {e}; it printed {skipped:?}"),
             }
         }
     }

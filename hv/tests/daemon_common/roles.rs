@@ -54,6 +54,7 @@ pub fn run(role: &str, socket: &Path) -> i32 {
         "pingpong-backend" => pingpong_backend(socket),
         "pp-a" => pp_a(socket),
         "pp-b" => pp_b(socket),
+        "notify-exit" => notify_exit(socket),
         "echo" => echo(socket),
         "idle" => idle(socket),
         "wait-disconnect" => wait_disconnect(socket),
@@ -288,6 +289,24 @@ fn pp_b(socket: &Path) -> i32 {
         ch.notify();
     }
     println!("ok");
+    0
+}
+
+/// Notify the backend once on "go", then exit at once: the notify must not be lost to
+/// the port closing with the process.
+fn notify_exit(socket: &Path) -> i32 {
+    let env = guest(socket, "notify-exit");
+    let ch = match env.alloc_unbound(0) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("fail: alloc_unbound: {e}");
+            return 1;
+        }
+    };
+    println!("domid {}", env.domid());
+    println!("port {}", ch.port());
+    check!(stdin_line() == "go", "expected go");
+    ch.notify();
     0
 }
 
