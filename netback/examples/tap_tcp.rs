@@ -6,7 +6,7 @@
 //! (default 1 GB each way). `PVNET_GUEST_OFFLOADS=0` turns the guest's offloads off;
 //! `PVNET_MTU=N` sets the TAP/bridge MTU and the guest's MTU (jumbo frames);
 //! `PVNET_VERIFY=0` skips the receivers' SHA-256 (pure throughput, as iperf3 measures;
-//! the tests always verify).
+//! the tests always verify); `PVNET_ONLY=to-guest|from-guest|veth` runs one leg.
 
 #[path = "../tests/tapport_common/mod.rs"]
 mod tapport_common;
@@ -126,10 +126,17 @@ fn main() {
         cfg.mtu = m as usize + 14;
     }
     let (domid, mut nf) = dom0.guest(0, cfg);
-    let t = kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern);
-    show("kernel → TAP → netback → guest", &t, want, total);
-    let t = guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern);
-    show("guest → netback → TAP → kernel", &t, want, total);
+    // PVNET_ONLY=to-guest|from-guest|veth runs one leg (for profiling).
+    let only = std::env::var("PVNET_ONLY").ok();
+    let leg = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if leg("to-guest") {
+        let t = kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern);
+        show("kernel → TAP → netback → guest", &t, want, total);
+    }
+    if leg("from-guest") {
+        let t = guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern);
+        show("guest → netback → TAP → kernel", &t, want, total);
+    }
     if let Some(st) = dom0.port.stats(vif(domid)) {
         println!(
             "  TAP: {} frames read ({} B avg), {} written ({} B avg), offloads {:?}",
@@ -143,6 +150,8 @@ fn main() {
     drop(nf);
     drop(dom0);
     drop(host);
-    let t = veth(total, &pattern);
-    show("kernel → veth → kernel (baseline)", &t, want, total);
+    if leg("veth") {
+        let t = veth(total, &pattern);
+        show("kernel → veth → kernel (baseline)", &t, want, total);
+    }
 }
