@@ -57,7 +57,8 @@ pub enum Command {
     /// List the registered series and the cells they would run, without running them.
     List(RunArgs),
     /// Host mode (root): the guest against the host kernel through a TAP on a bridge,
-    /// in a throw-away network namespace.
+    /// in a throw-away network namespace; the guest a thread (`--guest embedded`) or a
+    /// separate process of an hv daemon (`--guest daemon`), or both compared.
     Host(crate::host::HostArgs),
 }
 
@@ -167,6 +168,21 @@ mod tests {
             }
             other => panic!("parsed {other:?}"),
         }
+        let c = Cli::try_parse_from(["loadtest", "host"]).expect("valid");
+        match c.command {
+            Some(Command::Host(h)) => assert_eq!(h.guest, crate::host::GuestMode::Embedded),
+            other => panic!("parsed {other:?}"),
+        }
+        let c = Cli::try_parse_from(["loadtest", "host", "--guest", "both", "-d", "0.5"])
+            .expect("valid");
+        match c.command {
+            Some(Command::Host(h)) => {
+                assert_eq!(h.guest, crate::host::GuestMode::Both);
+                assert_eq!(h.duration, 0.5);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["loadtest", "host", "--guest", "vm"]).is_err());
         assert!(Cli::try_parse_from(["loadtest", "--sizes", "sixty"]).is_err());
         assert!(Cli::try_parse_from(["loadtest", "--only", "everything"]).is_err());
     }

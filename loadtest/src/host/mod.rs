@@ -1,7 +1,7 @@
 //! `loadtest host`: the pvnet data path against the host kernel (root).
 //!
 //! Host mode creates its own network namespace `pvnet-lt-<pid>` with a Linux bridge
-//! ([`netns`]), runs the embedded hypervisor with netback serving one guest through a
+//! ([`netns`]), runs a hypervisor with netback serving one guest through a
 //! [`netback::TapPort`] whose TAP lives in that namespace, enslaved to the bridge, and
 //! connects the guest's netfront through the real xenbus handshake. Then, per frame
 //! size:
@@ -14,29 +14,45 @@
 //!   guest's MAC ([`inject`]); the bridge forwards them to the TAP, netback reads them
 //!   and the guest receives them. Counted: the frames the guest received and verified.
 //!
+//! The guest runs in one of two ways (`--guest`):
+//!
+//! * **embedded** (default, [`embedded`]): hypervisor, netback and the guest's netfront
+//!   in the loadtest process, the guest a thread;
+//! * **daemon** ([`daemon`]): loadtest runs the hv daemon's server with netback and the
+//!   TAP port (what `hv serve --bridge` runs), and the guest is a separate process —
+//!   loadtest itself re-executed as `loadtest __host-guest` ([`guest_proc`]) — that
+//!   connected to the daemon's socket. It runs the same sender and receiver and reports
+//!   its counts back ([`proto`] on its stdio, [`board`] for mid-window counts);
+//! * **both**: per frame size, an embedded session then a daemon session, and the
+//!   ratio daemon/embedded per cell.
+//!
 //! Results are [`Measurement`]s, printed as a table or as JSON. Traffic never leaves
-//! the namespace; every loop is bounded by the window or a timeout; the namespace is
-//! removed on every exit path, Ctrl-C included ([`signal`]).
+//! the namespace; every loop is bounded by the window or a timeout; the namespace (and
+//! in daemon mode the guest process and the socket) is removed on every exit path,
+//! Ctrl-C included ([`signal`]).
 
+pub mod board;
+pub mod child;
+pub mod daemon;
+pub mod embedded;
+pub mod guest_proc;
 pub mod inject;
 pub mod netns;
+pub mod proto;
+pub mod rx;
 pub mod signal;
+pub mod vif;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-use netback::{Port, TapPort, TapPortConfig, VifId};
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::control::Control;
-use crate::cpu::CpuStopwatch;
 use crate::measurement::Measurement;
-use crate::pvnet::guest::{self, Progress, Shared, TxPlan};
-use crate::pvnet::testbed::Testbed;
 use crate::pvnet::wire;
 
+use daemon::DaemonSession;
+use embedded::EmbeddedSession;
 use netns::Netns;
 
 /// The message host mode exits with when it lacks the privileges it needs.
@@ -56,6 +72,40 @@ const SETTLED: Duration = Duration::from_millis(50);
 /// Poll interval of the main thread during a window.
 const TICK: Duration = Duration::from_millis(2);
 
+/// How the guest runs (`--guest`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestMode {
+    /// A thread of loadtest, on the embedded hypervisor.
+    #[default]
+    Embedded,
+    /// A separate process served by the hv daemon (run inside loadtest).
+    Daemon,
+    /// Both, size by size, with the ratio daemon/embedded per cell.
+    Both,
+}
+
+/// How the guest of one cell ran.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestKind {
+    /// A thread of loadtest, on the embedded hypervisor.
+    #[default]
+    Embedded,
+    /// A separate process served by the hv daemon.
+    Daemon,
+}
+
+impl GuestKind {
+    /// Label for the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            GuestKind::Embedded => "embedded",
+            GuestKind::Daemon => "daemon",
+        }
+    }
+}
+
 /// Options of `loadtest host`.
 #[derive(Clone, Debug, Args)]
 pub struct HostArgs {
@@ -65,6 +115,12 @@ pub struct HostArgs {
     /// Frame sizes in bytes, Ethernet header included (60..=1514).
     #[arg(long, value_name = "BYTES,...", value_delimiter = ',', default_values_t = [64u32, 1514])]
     pub sizes: Vec<u32>,
+    /// How the guest runs: `embedded` (a thread on the in-process hypervisor),
+    /// `daemon` (a separate process connected to an hv daemon that loadtest runs with
+    /// netback and the TAP, as `hv serve --bridge` does), or `both` (each size in both
+    /// modes, with the ratio daemon/embedded).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = GuestMode::Embedded)]
+    pub guest: GuestMode,
     /// Print the JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +144,30 @@ pub enum HostError {
     /// SIGINT or SIGTERM arrived.
     #[error("interrupted")]
     Interrupted,
+    /// The guest process (daemon mode) could not be started.
+    #[error("the guest process failed to start: {0}")]
+    GuestStart(String),
+    /// The guest process (daemon mode) exited before it was told to.
+    #[error("the guest process exited early ({status}); its stderr ends with:\n{stderr}")]
+    GuestExited {
+        /// Its exit status.
+        status: String,
+        /// The last lines of its stderr.
+        stderr: String,
+    },
+    /// The guest process (daemon mode) did not answer in time.
+    #[error("the guest process did not answer `{waiting_for}` within {secs:.1} s; its stderr ends with:\n{stderr}")]
+    GuestTimeout {
+        /// The reply waited for.
+        waiting_for: String,
+        /// The bound, seconds.
+        secs: f64,
+        /// The last lines of its stderr.
+        stderr: String,
+    },
+    /// The guest process (daemon mode) reported a failure.
+    #[error("the guest process reported: {0}")]
+    Guest(String),
 }
 
 /// Which way a host-mode cell moves frames.
@@ -117,12 +197,30 @@ pub struct HostCell {
     pub frame_size: u32,
     /// Direction.
     pub direction: HostDirection,
+    /// How the guest ran (documents from before daemon mode: embedded).
+    #[serde(default)]
+    pub guest: GuestKind,
     /// Frames offered by the sender in the window (the guest's sends, or the frames
     /// the AF_PACKET socket took).
     pub offered: u64,
     /// What arrived: `frames` are the frames the TAP accepted (guest→host) or the
     /// guest received and verified (host→guest) within the window.
     pub measurement: Measurement,
+}
+
+/// Daemon against embedded for one size and direction (`--guest both`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostRatio {
+    /// Frame size.
+    pub frame_size: u32,
+    /// Direction.
+    pub direction: HostDirection,
+    /// Frames per second, embedded guest.
+    pub embedded_mpps: f64,
+    /// Frames per second, daemon guest.
+    pub daemon_mpps: f64,
+    /// `daemon_mpps / embedded_mpps` (0 if embedded moved nothing).
+    pub daemon_over_embedded: f64,
 }
 
 /// The result of `loadtest host`.
@@ -132,12 +230,31 @@ pub struct HostReport {
     pub namespace: String,
     /// The bridge in it.
     pub bridge: String,
-    /// The guest's TAP.
+    /// The guest's TAP (of the first session).
     pub tap: String,
+    /// How the guest ran (`--guest`).
+    #[serde(default)]
+    pub guest: GuestMode,
     /// Window per cell, seconds.
     pub cell_duration_s: f64,
-    /// The cells, size by size, guest→host before host→guest.
+    /// The cells, size by size, guest→host before host→guest (with `both`, embedded
+    /// before daemon).
     pub cells: Vec<HostCell>,
+    /// With `--guest both`: daemon/embedded per size and direction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratios: Vec<HostRatio>,
+}
+
+/// What a session measures with: one guest behind one TAP, embedded or a process.
+pub trait HostSession {
+    /// The guest's TAP.
+    fn tap(&self) -> &str;
+    /// guest → host for `len`-byte frames.
+    fn guest_to_host(&mut self, len: u32, window: Duration) -> Result<HostCell, HostError>;
+    /// host → guest for `len`-byte frames.
+    fn host_to_guest(&mut self, len: u32, window: Duration) -> Result<HostCell, HostError>;
+    /// Orderly teardown (dropping instead tears down too, less politely).
+    fn close(self: Box<Self>);
 }
 
 /// Checks option ranges clap cannot express.
@@ -194,246 +311,58 @@ fn settle(mut value: impl FnMut() -> u64) -> u64 {
     last
 }
 
-/// Everything one run owns. Field order is drop order: the guest and netback go
-/// first (removing the TAP), then the port, then the namespace.
-struct Session {
-    testbed: Option<Testbed>,
-    port: Arc<TapPort>,
-    vif: VifId,
-    ns: Netns,
+/// Starts a session of `kind` in `ns`.
+fn start(kind: GuestKind, ns: &Netns) -> Result<Box<dyn HostSession>, HostError> {
+    Ok(match kind {
+        GuestKind::Embedded => Box::new(EmbeddedSession::start(ns)?),
+        GuestKind::Daemon => Box::new(DaemonSession::start(ns)?),
+    })
 }
 
-impl Session {
-    fn start() -> Result<Session, HostError> {
-        let ns = Netns::create(&format!("pvnet-lt-{}", std::process::id()))?;
-        let port = Arc::new(TapPort::new(TapPortConfig {
-            bridge: Some(netns::BRIDGE.into()),
-            netns: Some(ns.path()),
-            ..TapPortConfig::default()
-        }));
-        let dyn_port: Arc<dyn Port> = port.clone();
-        let testbed = Testbed::new(dyn_port, 1, 1).map_err(|e| HostError::Setup(e.to_string()))?;
-        let domid = testbed
-            .guests
-            .first()
-            .map(|g| g.domid)
-            .ok_or_else(|| HostError::Setup("no guest".into()))?;
-        let vif = VifId { domid, devid: 0 };
-        let s = Session {
-            testbed: Some(testbed),
-            port,
-            vif,
-            ns,
-        };
-        let deadline = Instant::now() + SETUP_WAIT;
-        while s.port.tap_name(vif).is_none() {
-            check_interrupt()?;
-            if Instant::now() >= deadline {
-                return Err(HostError::Setup(format!(
-                    "{vif} has no TAP: {}",
-                    s.port.failure(vif).unwrap_or_else(|| "timed out".into())
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(s)
+/// One session of `kind`: every size in `sizes`, both directions, appended to
+/// `cells`; returns the session's TAP.
+fn measure(
+    kind: GuestKind,
+    ns: &Netns,
+    sizes: &[u32],
+    window: Duration,
+    cells: &mut Vec<HostCell>,
+) -> Result<String, HostError> {
+    let mut session = start(kind, ns)?;
+    for &len in sizes {
+        cells.push(session.guest_to_host(len, window)?);
+        cells.push(session.host_to_guest(len, window)?);
     }
-
-    fn tap_counts(&self) -> (u64, u64) {
-        self.port
-            .stats(self.vif)
-            .map(|s| {
-                (
-                    s.to_host_frames,
-                    s.to_host_dropped + s.to_host_rejected + s.to_host_bad_offload,
-                )
-            })
-            .unwrap_or_default()
-    }
-
-    /// guest → host for `len`-byte frames.
-    fn guest_to_host(&mut self, len: u32, window: Duration) -> Result<HostCell, HostError> {
-        let template = wire::template(&wire::FrameSpec {
-            len: len as usize,
-            // Nobody's MAC: the bridge has no port to forward it to and drops it.
-            dst: wire::DOM0_MAC,
-            src: wire::guest_mac(0),
-            flow: 0,
-            spread_over: 1,
-        })
-        .ok_or_else(|| HostError::Invalid(format!("no test frame of {len} bytes")))?;
-        let (frames0, drops0) = self.tap_counts();
-        let ctl = Control::new(window);
-        let (shared, progress) = (Shared::default(), Progress::default());
-        let port = self.port.clone();
-        let vif = self.vif;
-        let tb = self.testbed.as_mut().ok_or(HostError::Interrupted)?;
-        let q = tb
-            .guests
-            .first_mut()
-            .and_then(|g| g.nf.queues_mut().first_mut())
-            .ok_or_else(|| HostError::Setup("the guest has no queue".into()))?;
-        let plan = TxPlan {
-            template: &template,
-            flow: 0,
-        };
-        let (result, elapsed, at_end) = ctl.run_timed(|ctl| {
-            std::thread::scope(|s| {
-                let t0 = ctl.begin();
-                shared.start();
-                let worker = s.spawn(|| guest::sender(q, &plan, ctl, &shared, &progress));
-                while !ctl.should_stop() {
-                    if signal::interrupted() {
-                        ctl.request_stop();
-                    }
-                    std::thread::sleep(TICK);
-                }
-                let elapsed = t0.elapsed();
-                let at_end = port.stats(vif).unwrap_or_default();
-                let r = worker
-                    .join()
-                    .map_err(|_| HostError::Cell("the guest sender panicked".into()));
-                (r, elapsed, at_end)
-            })
-        });
-        check_interrupt()?;
-        let worker = result?.map_err(|e| HostError::Cell(e.to_string()))?;
-        let frames = at_end.to_host_frames.saturating_sub(frames0);
-        let drops = (at_end.to_host_dropped + at_end.to_host_rejected + at_end.to_host_bad_offload)
-            .saturating_sub(drops0);
-        // Let netback finish the ring before the next cell, so its frames are not
-        // counted there.
-        settle(|| {
-            let (f, d) = self.tap_counts();
-            f + d
-        });
-        let mut m = Measurement::frames(frames, len, elapsed);
-        m.drops = drops;
-        m.add_cpu("guest", worker.cpu);
-        Ok(HostCell {
-            frame_size: len,
-            direction: HostDirection::GuestToHost,
-            offered: worker.sent,
-            measurement: m,
-        })
-    }
-
-    /// host → guest for `len`-byte frames.
-    fn host_to_guest(&mut self, len: u32, window: Duration) -> Result<HostCell, HostError> {
-        let ctl = Control::new(window);
-        let received = AtomicU64::new(0);
-        let done = AtomicBool::new(false);
-        let path = self.ns.path();
-        let tb = self.testbed.as_mut().ok_or(HostError::Interrupted)?;
-        let guest_ref = tb
-            .guests
-            .first_mut()
-            .ok_or_else(|| HostError::Setup("no guest".into()))?;
-        let mac = guest_ref.mac;
-        let q = guest_ref
-            .nf
-            .queues_mut()
-            .first_mut()
-            .ok_or_else(|| HostError::Setup("the guest has no queue".into()))?;
-        let (sent, rx, elapsed, at_end) = ctl.run_timed(|ctl| {
-            std::thread::scope(|s| {
-                let rx = s.spawn(|| receive(q, len as usize, mac, &received, &done));
-                let t0 = ctl.begin();
-                let tx = s.spawn(|| inject::run(&path, netns::BRIDGE, len as usize, mac, ctl));
-                while !ctl.should_stop() {
-                    if signal::interrupted() {
-                        ctl.request_stop();
-                    }
-                    std::thread::sleep(TICK);
-                }
-                let elapsed = t0.elapsed();
-                let at_end = received.load(Ordering::Acquire);
-                let sent = tx
-                    .join()
-                    .unwrap_or_else(|_| Err(HostError::Cell("the injector panicked".into())));
-                // Frames still in the TAP or netback arrive now; they count as
-                // delivered (not dropped) but outside the window.
-                settle(|| received.load(Ordering::Acquire));
-                done.store(true, Ordering::Release);
-                let rx = rx
-                    .join()
-                    .unwrap_or_else(|_| Err(HostError::Cell("the guest receiver panicked".into())));
-                (sent, rx, elapsed, at_end)
-            })
-        });
-        check_interrupt()?;
-        let sent = sent?;
-        let (total, cpu) = rx?;
-        let mut m = Measurement::frames(at_end, len, elapsed);
-        m.drops = sent.saturating_sub(total);
-        m.add_cpu("guest", cpu);
-        Ok(HostCell {
-            frame_size: len,
-            direction: HostDirection::HostToGuest,
-            offered: sent,
-            measurement: m,
-        })
-    }
-
-    /// Orderly teardown: the guest closes its vif, netback stops (the TAP goes), then
-    /// the namespace is deleted.
-    fn close(mut self) {
-        if let Some(tb) = self.testbed.take() {
-            tb.close();
-        }
-    }
+    let tap = session.tap().to_owned();
+    session.close();
+    Ok(tap)
 }
 
-/// The guest's receive loop for host→guest cells: verifies frames of `len` bytes to
-/// `mac` (stamp order per flow); anything else the kernel sends (none is expected, the
-/// namespace has no addresses) is skipped, not counted. Returns the frames verified
-/// and the thread's CPU time once `done` is raised.
-fn receive<C: hv::env::EventChannel>(
-    q: &mut netfront::Queue<C>,
-    len: usize,
-    mac: [u8; 6],
-    received: &AtomicU64,
-    done: &AtomicBool,
-) -> Result<(u64, crate::cpu::CpuTime), HostError> {
-    let cpu = CpuStopwatch::start();
-    let mut check = wire::FlowCheck::new(len, 1);
-    loop {
-        let mut n = 0;
-        while n < 256 {
-            let r = q.recv_with(|f, meta| {
-                let ours = f.len() == len
-                    && f.segments().next().and_then(|s| s.get(..6)) == Some(&mac[..]);
-                if !ours {
-                    return Ok(false);
-                }
-                check
-                    .check_segments(f.len(), f.segments(), meta.gso.is_some())
-                    .map(|()| true)
-            });
-            match r {
-                None => break,
-                Some(Ok(true)) => n += 1,
-                Some(Ok(false)) => {}
-                Some(Err(e)) => {
-                    return Err(HostError::Cell(format!(
-                        "host→guest frame failed verification (expected seq {}): {}",
-                        e.expected, e.fault
-                    )))
-                }
-            }
-        }
-        if n > 0 {
-            received.store(check.frames, Ordering::Release);
-            continue;
-        }
-        if done.load(Ordering::Acquire) {
-            return Ok((check.frames, cpu.stop()));
-        }
-        q.wait_rx(Some(guest::IDLE_WAIT));
-    }
+/// daemon/embedded for every size and direction measured both ways.
+pub fn ratios(cells: &[HostCell]) -> Vec<HostRatio> {
+    let find = |kind, c: &HostCell| {
+        cells
+            .iter()
+            .find(|o| o.guest == kind && o.frame_size == c.frame_size && o.direction == c.direction)
+    };
+    cells
+        .iter()
+        .filter(|c| c.guest == GuestKind::Embedded)
+        .filter_map(|e| {
+            let d = find(GuestKind::Daemon, e)?;
+            let (em, dm) = (e.measurement.mpps(), d.measurement.mpps());
+            Some(HostRatio {
+                frame_size: e.frame_size,
+                direction: e.direction,
+                embedded_mpps: em,
+                daemon_mpps: dm,
+                daemon_over_embedded: if em > 0.0 { dm / em } else { 0.0 },
+            })
+        })
+        .collect()
 }
 
-/// Runs host mode: builds the namespace and the guest, measures every size in both
+/// Runs host mode: builds the namespace and the guest(s), measures every size in both
 /// directions, tears everything down.
 pub fn run(args: &HostArgs) -> Result<HostReport, HostError> {
     validate(args)?;
@@ -445,44 +374,84 @@ pub fn run(args: &HostArgs) -> Result<HostReport, HostError> {
     sizes.sort_unstable();
     sizes.dedup();
     let window = Duration::from_secs_f64(args.duration);
-    let mut session = Session::start()?;
-    let mut report = HostReport {
-        namespace: session.ns.name().to_owned(),
-        bridge: netns::BRIDGE.to_owned(),
-        tap: session.port.tap_name(session.vif).unwrap_or_default(),
-        cell_duration_s: window.as_secs_f64(),
-        cells: Vec::with_capacity(sizes.len() * 2),
+    // Declared first, dropped last: every session is gone before the namespace is.
+    let ns = Netns::create(&format!("pvnet-lt-{}", std::process::id()))?;
+    let mut cells = Vec::with_capacity(sizes.len() * 4);
+    let tap = match args.guest {
+        GuestMode::Embedded => measure(GuestKind::Embedded, &ns, &sizes, window, &mut cells)?,
+        GuestMode::Daemon => measure(GuestKind::Daemon, &ns, &sizes, window, &mut cells)?,
+        GuestMode::Both => {
+            // Size by size, so both modes of a cell run close together in time: on a
+            // shared machine the load changes, and the ratio is what matters.
+            let mut tap = String::new();
+            for &len in &sizes {
+                let t = measure(GuestKind::Embedded, &ns, &[len], window, &mut cells)?;
+                measure(GuestKind::Daemon, &ns, &[len], window, &mut cells)?;
+                if tap.is_empty() {
+                    tap = t;
+                }
+            }
+            tap
+        }
     };
-    for &len in &sizes {
-        report.cells.push(session.guest_to_host(len, window)?);
-        report.cells.push(session.host_to_guest(len, window)?);
-    }
-    session.close();
-    Ok(report)
+    Ok(HostReport {
+        namespace: ns.name().to_owned(),
+        bridge: netns::BRIDGE.to_owned(),
+        tap,
+        guest: args.guest,
+        cell_duration_s: window.as_secs_f64(),
+        ratios: ratios(&cells),
+        cells,
+    })
 }
 
 /// The report as a plain table.
 pub fn render(r: &HostReport) -> String {
     let mut out = format!(
-        "host mode: namespace {} (removed), bridge {}, TAP {}, {:.2} s per cell\n\n",
-        r.namespace, r.bridge, r.tap, r.cell_duration_s
+        "host mode: namespace {} (removed), bridge {}, TAP {}, guest {}, {:.2} s per cell\n\n",
+        r.namespace,
+        r.bridge,
+        r.tap,
+        match r.guest {
+            GuestMode::Embedded => "embedded",
+            GuestMode::Daemon => "daemon (separate process)",
+            GuestMode::Both => "embedded and daemon",
+        },
+        r.cell_duration_s
     );
     out.push_str(&format!(
-        "{:>6}  {:<11}  {:>12}  {:>12}  {:>9}  {:>9}  {:>10}\n",
-        "size", "direction", "offered", "frames", "Mpps", "Gbps", "drops"
+        "{:>6}  {:<11}  {:<8}  {:>12}  {:>12}  {:>9}  {:>9}  {:>10}\n",
+        "size", "direction", "guest", "offered", "frames", "Mpps", "Gbps", "drops"
     ));
     for c in &r.cells {
         let m = &c.measurement;
         out.push_str(&format!(
-            "{:>6}  {:<11}  {:>12}  {:>12}  {:>9.3}  {:>9.3}  {:>10}\n",
+            "{:>6}  {:<11}  {:<8}  {:>12}  {:>12}  {:>9.3}  {:>9.3}  {:>10}\n",
             c.frame_size,
             c.direction.label(),
+            c.guest.label(),
             c.offered,
             m.frames,
             m.mpps(),
             m.gbps(),
             m.drops
         ));
+    }
+    if !r.ratios.is_empty() {
+        out.push_str(&format!(
+            "\n{:>6}  {:<11}  {:>13}  {:>11}  {:>15}\n",
+            "size", "direction", "embedded Mpps", "daemon Mpps", "daemon/embedded"
+        ));
+        for x in &r.ratios {
+            out.push_str(&format!(
+                "{:>6}  {:<11}  {:>13.3}  {:>11.3}  {:>14.2}x\n",
+                x.frame_size,
+                x.direction.label(),
+                x.embedded_mpps,
+                x.daemon_mpps,
+                x.daemon_over_embedded
+            ));
+        }
     }
     out
 }
@@ -509,7 +478,8 @@ pub fn main(args: &HostArgs) -> i32 {
             eprintln!("loadtest host: {e}");
             match e {
                 HostError::NotRoot | HostError::Invalid(_) => 2,
-                HostError::Interrupted => 130,
+                // Whatever failed while stopping, Ctrl-C was the cause.
+                _ if signal::interrupted() => 130,
                 _ => 1,
             }
         }
@@ -524,7 +494,30 @@ mod tests {
         HostArgs {
             duration,
             sizes: sizes.to_vec(),
+            guest: GuestMode::Embedded,
             json: false,
+        }
+    }
+
+    fn cell(len: u32, dir: HostDirection, guest: GuestKind, frames: u64) -> HostCell {
+        HostCell {
+            frame_size: len,
+            direction: dir,
+            guest,
+            offered: 3_000_000,
+            measurement: Measurement::frames(frames, len, Duration::from_secs(2)),
+        }
+    }
+
+    fn report(guest: GuestMode, cells: Vec<HostCell>) -> HostReport {
+        HostReport {
+            namespace: "pvnet-lt-1".into(),
+            bridge: netns::BRIDGE.into(),
+            tap: "vif1.0".into(),
+            guest,
+            cell_duration_s: 1.0,
+            ratios: ratios(&cells),
+            cells,
         }
     }
 
@@ -540,21 +533,56 @@ mod tests {
 
     #[test]
     fn table_shows_rates_per_cell() {
-        let r = HostReport {
-            namespace: "pvnet-lt-1".into(),
-            bridge: netns::BRIDGE.into(),
-            tap: "vif1.0".into(),
-            cell_duration_s: 1.0,
-            cells: vec![HostCell {
-                frame_size: 64,
-                direction: HostDirection::HostToGuest,
-                offered: 3_000_000,
-                measurement: Measurement::frames(2_000_000, 64, Duration::from_secs(2)),
-            }],
-        };
+        let r = report(
+            GuestMode::Embedded,
+            vec![cell(
+                64,
+                HostDirection::HostToGuest,
+                GuestKind::Embedded,
+                2_000_000,
+            )],
+        );
+        assert!(r.ratios.is_empty(), "one mode: no ratios");
         let t = render(&r);
         assert!(t.contains("host→guest"), "{t}");
+        assert!(t.contains("embedded"), "{t}");
         assert!(t.contains("1.000"), "1 Mpps: {t}");
         assert!(t.contains("0.512"), "0.512 Gbps: {t}");
+        assert!(!t.contains("daemon/embedded"), "{t}");
+    }
+
+    #[test]
+    fn both_modes_get_a_ratio_per_size_and_direction() {
+        use GuestKind::{Daemon, Embedded};
+        use HostDirection::{GuestToHost, HostToGuest};
+        let r = report(
+            GuestMode::Both,
+            vec![
+                cell(64, GuestToHost, Embedded, 2_000_000),
+                cell(64, HostToGuest, Embedded, 400_000),
+                cell(64, GuestToHost, Daemon, 1_000_000),
+                cell(64, HostToGuest, Daemon, 600_000),
+                // No embedded counterpart: no ratio.
+                cell(1514, GuestToHost, Daemon, 10),
+            ],
+        );
+        assert_eq!(r.ratios.len(), 2, "{:?}", r.ratios);
+        let g2h = &r.ratios[0];
+        assert_eq!((g2h.frame_size, g2h.direction), (64, GuestToHost));
+        assert!((g2h.daemon_over_embedded - 0.5).abs() < 1e-9, "{g2h:?}");
+        assert!((r.ratios[1].daemon_over_embedded - 1.5).abs() < 1e-9);
+        let t = render(&r);
+        assert!(t.contains("daemon/embedded"), "{t}");
+        assert!(t.contains("0.50x") && t.contains("1.50x"), "{t}");
+        // The document reads back, and an old one (no guest fields) still parses.
+        let json = serde_json::to_string(&r).expect("json");
+        let back: HostReport = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, r);
+        let mut v: serde_json::Value = serde_json::from_str(&json).expect("value");
+        v.as_object_mut().map(|o| o.remove("guest"));
+        v["cells"][0].as_object_mut().map(|o| o.remove("guest"));
+        let old: HostReport = serde_json::from_value(v).expect("old document");
+        assert_eq!(old.guest, GuestMode::Embedded);
+        assert_eq!(old.cells[0].guest, GuestKind::Embedded);
     }
 }
