@@ -138,10 +138,29 @@ impl OwnedFrame {
     /// so after warm-up no copy allocates.
     pub fn set_copy(&mut self, data: &[u8], meta: OffloadMeta) {
         self.shared = None;
-        self.buf.clear();
-        self.buf.extend_from_slice(data);
+        // The Vec's length only grows (the frame is its first `len` bytes), so a buffer
+        // handed on by `exchange_buffer` never needs zero-filling again.
+        if self.buf.len() < data.len() {
+            self.buf.resize(data.len(), 0);
+        }
+        self.buf[..data.len()].copy_from_slice(data);
         self.len = data.len();
         self.meta = meta;
+    }
+
+    /// Make this (recycled) frame hold the first `len` bytes of `*buf` without copying:
+    /// the two buffers are exchanged, so `*buf` comes back holding this frame's old
+    /// allocation for the caller to reuse. False (nothing exchanged) if `len` exceeds
+    /// `buf`.
+    pub fn exchange_buffer(&mut self, buf: &mut Vec<u8>, len: usize, meta: OffloadMeta) -> bool {
+        if len > buf.len() {
+            return false;
+        }
+        self.shared = None;
+        std::mem::swap(&mut self.buf, buf);
+        self.len = len;
+        self.meta = meta;
+        true
     }
 
     /// The frame's bytes.
@@ -155,8 +174,10 @@ impl OwnedFrame {
     /// The frame's bytes, mutable (copies a shared frame first).
     pub fn data_mut(&mut self) -> &mut [u8] {
         if let Some(s) = self.shared.take() {
-            self.buf.clear();
-            self.buf.extend_from_slice(&s);
+            if self.buf.len() < s.len() {
+                self.buf.resize(s.len(), 0);
+            }
+            self.buf[..s.len()].copy_from_slice(&s);
             self.len = s.len();
         }
         let len = self.len.min(self.buf.len());

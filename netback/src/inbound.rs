@@ -100,6 +100,48 @@ impl Inbound {
         queued
     }
 
+    /// Queue `count` frames without copying them: for frame `j`, `fill(j, frame)` moves
+    /// the bytes into a recycled frame (typically with [`OwnedFrame::exchange_buffer`],
+    /// handing the producer the recycled allocation in return) and says whether it did.
+    /// Frames beyond the capacity are not offered to `fill`; they count as dropped.
+    /// Returns how many were queued.
+    pub fn push_exchanging(
+        &self,
+        count: usize,
+        mut fill: impl FnMut(usize, &mut OwnedFrame) -> bool,
+    ) -> usize {
+        if self.closed.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let mut queued = 0;
+        let mut dropped = 0;
+        {
+            let mut fifo = self.lock();
+            for j in 0..count {
+                if fifo.ready.len() >= self.capacity {
+                    dropped += count - j;
+                    break;
+                }
+                let mut frame = fifo.free.pop().unwrap_or_default();
+                if fill(j, &mut frame) && !frame.is_empty() && frame.len() <= MAX_FRAME_LEN {
+                    fifo.ready.push_back(frame);
+                    queued += 1;
+                } else {
+                    dropped += 1;
+                    fifo.free.push(frame);
+                }
+            }
+            self.queued.store(fifo.ready.len(), Ordering::Release);
+        }
+        if dropped != 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if queued != 0 {
+            self.wake();
+        }
+        queued
+    }
+
     /// Queue one owned frame (e.g. a shared generator frame) without copying.
     pub fn push_owned(&self, frame: OwnedFrame) -> bool {
         if self.closed.load(Ordering::Relaxed) {
@@ -224,5 +266,51 @@ mod tests {
             0,
             "empty frames are refused"
         );
+    }
+
+    #[test]
+    fn exchanging_moves_buffers_without_copying_and_respects_capacity() {
+        let q = Inbound::new(2);
+        let mut bufs = vec![vec![7u8; 4096], vec![8u8; 4096], vec![9u8; 4096]];
+        let ptrs: Vec<*const u8> = bufs.iter().map(|b| b.as_ptr()).collect();
+        let queued = q.push_exchanging(3, |j, frame| {
+            frame.exchange_buffer(&mut bufs[j], 100 + j, OffloadMeta::default())
+        });
+        assert_eq!(queued, 2, "capacity 2");
+        assert_eq!(q.take_dropped(), 1);
+        assert_eq!(bufs[2].len(), 4096, "the third frame was never offered");
+        let mut out = VecDeque::new();
+        q.drain_into(&mut out, 10);
+        // The queued frames are the producer's allocations, not copies.
+        assert_eq!(out[0].data().as_ptr(), ptrs[0]);
+        assert_eq!(out[0].data(), &[7u8; 100][..]);
+        assert_eq!(out[1].data().as_ptr(), ptrs[1]);
+        assert_eq!(out[1].len(), 101);
+        // The producer got the pool's (empty, fresh) buffers back in exchange.
+        assert!(bufs[0].is_empty() && bufs[1].is_empty());
+        // Recycled buffers go round: the next exchange hands one back.
+        let mut used: Vec<_> = out.drain(..).collect();
+        q.recycle(&mut used);
+        let mut b = vec![1u8; 64];
+        assert_eq!(
+            q.push_exchanging(1, |_, f| f.exchange_buffer(&mut b, 64, OffloadMeta::default())),
+            1
+        );
+        assert!(b.len() == 4096 && (b.as_ptr() == ptrs[0] || b.as_ptr() == ptrs[1]));
+        // A fill that declines, or an empty or oversized frame, is dropped, not queued.
+        q.drain_into(&mut out, 10);
+        assert_eq!(q.push_exchanging(1, |_, _| false), 0);
+        let mut empty = vec![0u8; 8];
+        assert_eq!(
+            q.push_exchanging(1, |_, f| f.exchange_buffer(&mut empty, 0, OffloadMeta::default())),
+            0
+        );
+        let mut short = vec![0u8; 8];
+        assert_eq!(
+            q.push_exchanging(1, |_, f| f.exchange_buffer(&mut short, 9, OffloadMeta::default())),
+            0,
+            "a length past the buffer is refused"
+        );
+        assert_eq!(q.take_dropped(), 3);
     }
 }

@@ -180,6 +180,38 @@ fn read_batch_drains_until_eagain_and_respects_capacity() {
     assert_eq!(q.stats().rx_frames, 5);
 }
 
+/// A frame lent out of the batch (exchanged for a short buffer) is gone from the batch,
+/// and the next read grows the slot back so a full-size frame still fits.
+#[test]
+fn lent_frames_leave_the_batch_and_the_slot_is_regrown() {
+    let (a, b) = seqpacket_pair();
+    let q = TapQueue::from_fd(a, 0);
+    let mut msg = hdr(0).to_bytes().to_vec();
+    msg.extend(std::iter::repeat_n(0xabu8, 1500));
+    assert!(send(&b, &msg));
+    let mut batch = RxBatch::new(1, 2048);
+    assert_eq!(q.read_batch(&mut batch).unwrap(), 1);
+    let mut taken = Vec::new();
+    let len = batch
+        .lend_frame(0, |buf, len| {
+            std::mem::swap(buf, &mut taken);
+            len
+        })
+        .unwrap();
+    assert_eq!(len, 1500);
+    assert!(taken[..len].iter().all(|&x| x == 0xab));
+    assert!(batch.get(0).is_some_and(|(_, f)| f.is_empty()), "frame 0 is empty now");
+    assert!(batch.lend_frame(1, |_, _| ()).is_none(), "no frame 1");
+    // The slot now holds an empty Vec: a 2000-byte frame must still be read whole.
+    let mut msg = hdr(0).to_bytes().to_vec();
+    msg.extend(std::iter::repeat_n(0xcdu8, 2000));
+    assert!(send(&b, &msg));
+    assert_eq!(q.read_batch(&mut batch).unwrap(), 1);
+    let (_, f) = batch.get(0).unwrap();
+    assert_eq!(f.len(), 2000);
+    assert!(f.iter().all(|&x| x == 0xcd));
+}
+
 /// Fills the socket until the kernel pushes back, then checks both policies.
 #[test]
 fn write_batch_backpressure_stop_and_drop() {

@@ -154,23 +154,37 @@ impl TxBatchResult {
 /// Preallocated receive buffers for [`TapQueue::read_batch`]: no allocation per frame.
 #[derive(Debug)]
 pub struct RxBatch {
-    bufs: Vec<Box<[u8]>>,
+    /// One buffer per frame slot; each `Vec`'s length is always `frame_capacity`.
+    bufs: Vec<Vec<u8>>,
     hdrs: Vec<VirtioNetHdr>,
     lens: Vec<usize>,
     len: usize,
+    frame_capacity: usize,
 }
 
 impl RxBatch {
     /// Room for `frames` frames of up to `frame_capacity` bytes each.
     pub fn new(frames: usize, frame_capacity: usize) -> Self {
         Self {
-            bufs: (0..frames)
-                .map(|_| vec![0u8; frame_capacity].into_boxed_slice())
-                .collect(),
+            bufs: (0..frames).map(|_| vec![0u8; frame_capacity]).collect(),
             hdrs: vec![VirtioNetHdr::NONE; frames],
             lens: vec![0; frames],
             len: 0,
+            frame_capacity,
         }
+    }
+
+    /// Lends frame `i`'s buffer to `f` together with the frame's length, so the frame
+    /// can be moved out without copying: `f` may exchange the `Vec` for another one
+    /// (e.g. a recycled buffer of the consumer's pool). Frame `i` is empty afterwards.
+    /// Whatever buffer is left in the slot is grown back to the frame capacity by the
+    /// next [`TapQueue::read_batch`], which allocates only while a pool warms up.
+    pub fn lend_frame<R>(&mut self, i: usize, f: impl FnOnce(&mut Vec<u8>, usize) -> R) -> Option<R> {
+        if i >= self.len {
+            return None;
+        }
+        let len = std::mem::replace(&mut self.lens[i], 0);
+        Some(f(&mut self.bufs[i], len))
     }
 
     /// Frames held.
@@ -198,7 +212,7 @@ impl RxBatch {
         if i >= self.len {
             return None;
         }
-        Some((&self.hdrs[i], &self.bufs[i][..self.lens[i]]))
+        Some((&self.hdrs[i], self.bufs[i].get(..self.lens[i])?))
     }
 
     /// Frame `i`, mutable (e.g. to finish a checksum in place).
@@ -206,7 +220,7 @@ impl RxBatch {
         if i >= self.len {
             return None;
         }
-        Some((&mut self.hdrs[i], &mut self.bufs[i][..self.lens[i]]))
+        Some((&mut self.hdrs[i], self.bufs[i].get_mut(..self.lens[i])?))
     }
 
     /// The frames held, in arrival order.
@@ -378,6 +392,10 @@ impl TapQueue {
         let mut result = Ok(());
         while batch.len < batch.bufs.len() {
             let i = batch.len;
+            // A buffer lent away by `lend_frame` may have come back shorter.
+            if batch.bufs[i].len() < batch.frame_capacity {
+                batch.bufs[i].resize(batch.frame_capacity, 0);
+            }
             let mut hdr = VirtioNetHdr::NONE;
             match self.read_one(&mut hdr, &mut [IoSliceMut::new(&mut batch.bufs[i])], &mut d) {
                 Ok(ReadOutcome::Frame(n)) => {

@@ -33,6 +33,8 @@ const BACKPRESSURE_STEP: Duration = Duration::from_micros(50);
 const SEGMENT_BUF: usize = 2 * MAX_FRAME_LEN;
 /// Most segments queued per flush.
 const SEGMENTS_PER_FLUSH: usize = 64;
+/// Frames at least this long reach the guest's queue by buffer exchange, not copy.
+const EXCHANGE_MIN: usize = 2048;
 const TOKEN_TAP: u64 = 0;
 const TOKEN_STOP: u64 = 1;
 
@@ -210,22 +212,41 @@ impl Reader {
         self.flush_run(run_start, self.actions.len());
     }
 
-    /// Queues frames `from..to` of the batch for the guest.
-    fn flush_run(&self, from: usize, to: usize) {
+    /// Queues frames `from..to` of the batch for the guest. Frames of at least
+    /// [`EXCHANGE_MIN`] bytes move by exchanging buffers with the guest queue's pool
+    /// (no copy); smaller ones are copied, which costs less than growing a small pooled
+    /// buffer to the TAP's maximum frame size.
+    fn flush_run(&mut self, from: usize, to: usize) {
         if from >= to {
             return;
         }
-        let frames = (from..to).filter_map(|j| {
-            let (_, data) = self.batch.get(j)?;
-            Some(Frame {
-                data,
-                meta: self.metas[j],
-            })
-        });
         if let Some(cap) = self.vif.capture() {
-            cap.write_frames(frames.clone());
+            let batch = &self.batch;
+            cap.write_frames((from..to).filter_map(|j| {
+                let (_, data) = batch.get(j)?;
+                Some(Frame {
+                    data,
+                    meta: self.metas[j],
+                })
+            }));
         }
-        let queued = self.link.send_batch_on(self.queue, frames, |_| {});
+        let (batch, metas) = (&mut self.batch, &self.metas);
+        let queued = self
+            .link
+            .send_exchanging_on(self.queue, to - from, |k, frame| {
+                let j = from + k;
+                let meta = metas[j];
+                match batch.get(j) {
+                    Some((_, data)) if data.len() < EXCHANGE_MIN => {
+                        frame.set_copy(data, meta);
+                        true
+                    }
+                    Some(_) => batch
+                        .lend_frame(j, |buf, len| frame.exchange_buffer(buf, len, meta))
+                        .unwrap_or(false),
+                    None => false,
+                }
+            });
         self.count_queued(&self.vif.stats, to - from, queued);
     }
 
