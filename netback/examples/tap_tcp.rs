@@ -107,7 +107,11 @@ fn main() {
     let mtu = env_u64("PVNET_MTU").map(|m| m as u32);
     let mut pattern = Pattern::new(0xbeef);
     pattern.verify = env_u64("PVNET_VERIFY") != Some(0);
-    let digest = if pattern.verify { pattern.digest(total) } else { [0; 32] };
+    let digest = if pattern.verify {
+        pattern.digest(total)
+    } else {
+        [0; 32]
+    };
     let want = pattern.verify.then_some(&digest);
     println!(
         "TCP, {} MB each way, guest offloads {}, MTU {}",

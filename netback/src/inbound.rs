@@ -293,7 +293,11 @@ mod tests {
         q.recycle(&mut used);
         let mut b = vec![1u8; 64];
         assert_eq!(
-            q.push_exchanging(1, |_, f| f.exchange_buffer(&mut b, 64, OffloadMeta::default())),
+            q.push_exchanging(1, |_, f| f.exchange_buffer(
+                &mut b,
+                64,
+                OffloadMeta::default()
+            )),
             1
         );
         assert!(b.len() == 4096 && (b.as_ptr() == ptrs[0] || b.as_ptr() == ptrs[1]));
@@ -302,12 +306,20 @@ mod tests {
         assert_eq!(q.push_exchanging(1, |_, _| false), 0);
         let mut empty = vec![0u8; 8];
         assert_eq!(
-            q.push_exchanging(1, |_, f| f.exchange_buffer(&mut empty, 0, OffloadMeta::default())),
+            q.push_exchanging(1, |_, f| f.exchange_buffer(
+                &mut empty,
+                0,
+                OffloadMeta::default()
+            )),
             0
         );
         let mut short = vec![0u8; 8];
         assert_eq!(
-            q.push_exchanging(1, |_, f| f.exchange_buffer(&mut short, 9, OffloadMeta::default())),
+            q.push_exchanging(1, |_, f| f.exchange_buffer(
+                &mut short,
+                9,
+                OffloadMeta::default()
+            )),
             0,
             "a length past the buffer is refused"
         );

@@ -200,7 +200,10 @@ fn lent_frames_leave_the_batch_and_the_slot_is_regrown() {
         .unwrap();
     assert_eq!(len, 1500);
     assert!(taken[..len].iter().all(|&x| x == 0xab));
-    assert!(batch.get(0).is_some_and(|(_, f)| f.is_empty()), "frame 0 is empty now");
+    assert!(
+        batch.get(0).is_some_and(|(_, f)| f.is_empty()),
+        "frame 0 is empty now"
+    );
     assert!(batch.lend_frame(1, |_, _| ()).is_none(), "no frame 1");
     // The slot now holds an empty Vec: a 2000-byte frame must still be read whole.
     let mut msg = hdr(0).to_bytes().to_vec();

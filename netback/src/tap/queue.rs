@@ -179,7 +179,11 @@ impl RxBatch {
     /// (e.g. a recycled buffer of the consumer's pool). Frame `i` is empty afterwards.
     /// Whatever buffer is left in the slot is grown back to the frame capacity by the
     /// next [`TapQueue::read_batch`], which allocates only while a pool warms up.
-    pub fn lend_frame<R>(&mut self, i: usize, f: impl FnOnce(&mut Vec<u8>, usize) -> R) -> Option<R> {
+    pub fn lend_frame<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Vec<u8>, usize) -> R,
+    ) -> Option<R> {
         if i >= self.len {
             return None;
         }
