@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn exchanging_moves_buffers_without_copying_and_respects_capacity() {
         let q = Inbound::new(2);
-        let mut bufs = vec![vec![7u8; 4096], vec![8u8; 4096], vec![9u8; 4096]];
+        let mut bufs = [vec![7u8; 4096], vec![8u8; 4096], vec![9u8; 4096]];
         let ptrs: Vec<*const u8> = bufs.iter().map(|b| b.as_ptr()).collect();
         let queued = q.push_exchanging(3, |j, frame| {
             frame.exchange_buffer(&mut bufs[j], 100 + j, OffloadMeta::default())

@@ -16,7 +16,7 @@ use hv::env::{EventChannel, GrantedPage};
 
 use crate::counters::QueueCounters;
 use crate::meta::RxMeta;
-use crate::rxparse::{self, Parsed, RxFrame};
+use crate::rxparse::{self, ParseOutcome, RxFrame};
 
 /// A received frame, borrowed in place from the granted buffer pages.
 pub struct RxFrameRef<'a> {
@@ -93,8 +93,10 @@ pub struct RxQueue<C> {
     chan: Arc<C>,
     counters: Arc<QueueCounters>,
     broken: bool,
-    /// A frame found by `peek` and not consumed yet.
-    peeked: Option<RxFrame>,
+    /// Whether `frame` holds a frame found by `peek` and not consumed yet.
+    peeked: bool,
+    /// Where the next frame is parsed (in place: never built elsewhere and moved).
+    frame: RxFrame,
     /// Contiguous staging for multi-page frames handed to a contiguous-buffer API.
     scratch: Vec<u8>,
 }
@@ -125,7 +127,8 @@ impl<C: EventChannel> RxQueue<C> {
             chan,
             counters,
             broken: false,
-            peeked: None,
+            peeked: false,
+            frame: RxFrame::EMPTY,
             scratch: Vec::new(),
         }
     }
@@ -189,17 +192,17 @@ impl<C: EventChannel> RxQueue<C> {
     #[inline]
     pub(crate) fn peek(&mut self) -> Option<RxFrame> {
         if self.fill_peeked() {
-            self.peeked
+            Some(self.frame)
         } else {
             None
         }
     }
 
-    /// Parse the next well-formed frame into `peeked` (unless one is there already);
+    /// Parse the next well-formed frame into `frame` (unless one is there already);
     /// true if there is one. Malformed chains met on the way are consumed and counted.
     #[inline]
     fn fill_peeked(&mut self) -> bool {
-        if self.peeked.is_some() {
+        if self.peeked {
             return true;
         }
         if self.broken {
@@ -222,9 +225,11 @@ impl<C: EventChannel> RxQueue<C> {
                 return false;
             }
             let ring = &self.ring;
-            match rxparse::parse(cons, avail, avail < outstanding, |i| ring.copy_response(i)) {
-                Parsed::Incomplete => return false,
-                Parsed::Bad { consumed, why } => {
+            match rxparse::parse_into(&mut self.frame, cons, avail, avail < outstanding, |i| {
+                ring.copy_response(i)
+            }) {
+                ParseOutcome::Incomplete => return false,
+                ParseOutcome::Bad { consumed, why } => {
                     log::debug!("netfront: RX chain of {consumed} slots rejected: {why:?}");
                     self.ring.set_rsp_cons(cons.wrapping_add(consumed));
                     if why.is_drop() {
@@ -234,8 +239,8 @@ impl<C: EventChannel> RxQueue<C> {
                     }
                     self.maybe_refill();
                 }
-                Parsed::Frame(f) => {
-                    self.peeked = Some(f);
+                ParseOutcome::Frame => {
+                    self.peeked = true;
                     return true;
                 }
             }
@@ -245,11 +250,13 @@ impl<C: EventChannel> RxQueue<C> {
     /// Consume the peeked frame (its buffers become free for reposting).
     #[inline]
     pub(crate) fn consume_peeked(&mut self) {
-        if let Some(f) = self.peeked.take() {
+        if self.peeked {
+            self.peeked = false;
             let cons = self.ring.rsp_cons();
-            self.ring.set_rsp_cons(cons.wrapping_add(f.consumed));
+            self.ring
+                .set_rsp_cons(cons.wrapping_add(self.frame.consumed));
             self.counters.rx_packets.add(1);
-            self.counters.rx_bytes.add(f.len as u64);
+            self.counters.rx_bytes.add(self.frame.len as u64);
             self.maybe_refill();
         }
     }
@@ -261,7 +268,7 @@ impl<C: EventChannel> RxQueue<C> {
             return None;
         }
         // Borrowed in place (no copy of the frame's fragment list).
-        let frame = self.peeked.as_ref()?;
+        let frame = &self.frame;
         let r = f(
             RxFrameRef {
                 pages: &self.pages,
@@ -311,8 +318,10 @@ impl<C: EventChannel> RxQueue<C> {
     /// The peeked frame's bytes, mutable (to fill in a blank checksum in place).
     /// Single-page frames only.
     pub(crate) fn peeked_contiguous_mut(&mut self) -> Option<&mut [u8]> {
-        let f = self.peeked.as_ref()?;
-        let [s] = f.segs() else {
+        if !self.peeked {
+            return None;
+        }
+        let [s] = self.frame.segs() else {
             return None;
         };
         // SAFETY: as in RxFrameRef::segments (checked bounds, page ours until
@@ -341,12 +350,12 @@ impl<C: EventChannel> RxQueue<C> {
     /// True if a frame (or something to look at) is waiting.
     #[inline]
     pub fn has_pending(&self) -> bool {
-        self.peeked.is_some() || (!self.broken && self.ring.has_unconsumed_responses())
+        self.peeked || (!self.broken && self.ring.has_unconsumed_responses())
     }
 
     /// `RING_FINAL_CHECK_FOR_RESPONSES`: ask to be notified of the next response; true
     /// if one is already there.
     pub(crate) fn final_check(&mut self) -> bool {
-        self.peeked.is_some() || self.ring.final_check_for_responses()
+        self.peeked || self.ring.final_check_for_responses()
     }
 }

@@ -55,6 +55,24 @@ pub struct RxFrame {
 }
 
 impl RxFrame {
+    /// No fragments (the starting point of a parse).
+    pub const EMPTY: RxFrame = RxFrame {
+        segs: [RxSeg {
+            slot: 0,
+            offset: 0,
+            len: 0,
+        }; RX_MAX_SLOTS],
+        nsegs: 0,
+        len: 0,
+        meta: RxMeta {
+            csum_blank: false,
+            data_validated: false,
+            gso: None,
+            slots: 0,
+        },
+        consumed: 0,
+    };
+
     /// The data fragments in order.
     #[inline(always)]
     pub fn segs(&self) -> &[RxSeg] {
@@ -138,18 +156,6 @@ enum Stop {
     Never(u32),
 }
 
-impl From<Stop> for Parsed {
-    fn from(s: Stop) -> Parsed {
-        match s {
-            Stop::Incomplete => Parsed::Incomplete,
-            Stop::Never(consumed) => Parsed::Bad {
-                consumed,
-                why: RxBad::NeverCompletes,
-            },
-        }
-    }
-}
-
 impl<F: Fn(RingIdx) -> NetifRxResponse> Walker<F> {
     /// The next response of the chain, or why there is none.
     #[inline(always)]
@@ -167,6 +173,35 @@ impl<F: Fn(RingIdx) -> NetifRxResponse> Walker<F> {
     }
 }
 
+/// What [`parse_into`] found; the frame itself is left in the caller's [`RxFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseOutcome {
+    /// No complete chain yet: consume nothing and look again later.
+    Incomplete,
+    /// The caller's frame holds a frame to deliver.
+    Frame,
+    /// A malformed chain of `consumed` slots to skip (the frame's contents are
+    /// meaningless).
+    Bad {
+        /// Slots to consume.
+        consumed: u32,
+        /// The first problem found.
+        why: RxBad,
+    },
+}
+
+impl From<Stop> for ParseOutcome {
+    fn from(s: Stop) -> ParseOutcome {
+        match s {
+            Stop::Incomplete => ParseOutcome::Incomplete,
+            Stop::Never(consumed) => ParseOutcome::Bad {
+                consumed,
+                why: RxBad::NeverCompletes,
+            },
+        }
+    }
+}
+
 /// Parse the chain starting at ring index `cons`. `avail` responses are published
 /// (`rsp_prod - rsp_cons`); `can_grow` says whether the backend can still publish more
 /// (requests are outstanding beyond them). `get(idx)` copies out response `idx`.
@@ -177,6 +212,26 @@ pub fn parse(
     can_grow: bool,
     get: impl Fn(RingIdx) -> NetifRxResponse,
 ) -> Parsed {
+    let mut frame = RxFrame::EMPTY;
+    match parse_into(&mut frame, cons, avail, can_grow, get) {
+        ParseOutcome::Incomplete => Parsed::Incomplete,
+        ParseOutcome::Frame => Parsed::Frame(frame),
+        ParseOutcome::Bad { consumed, why } => Parsed::Bad { consumed, why },
+    }
+}
+
+/// [`parse`] into a frame the caller keeps (the receive path's own slot), so a
+/// frame is written once where it is used instead of being built and moved. Only
+/// the fragments the chain has are written; the rest of `frame.segs` is left as it
+/// was (never read: [`RxFrame::segs`] stops at `nsegs`).
+#[inline]
+pub fn parse_into(
+    frame: &mut RxFrame,
+    cons: RingIdx,
+    avail: u32,
+    can_grow: bool,
+    get: impl Fn(RingIdx) -> NetifRxResponse,
+) -> ParseOutcome {
     let mut w = Walker {
         get,
         cons,
@@ -185,26 +240,26 @@ pub fn parse(
         taken: 0,
     };
     if avail == 0 {
-        return Parsed::Incomplete;
+        return ParseOutcome::Incomplete;
     }
-    let mut frame = RxFrame {
-        segs: [RxSeg::default(); RX_MAX_SLOTS],
-        nsegs: 0,
-        len: 0,
-        meta: RxMeta::default(),
-        consumed: 0,
-    };
+    frame.nsegs = 0;
+    frame.len = 0;
+    frame.consumed = 0;
     let mut bad: Option<RxBad> = None;
     let (slot, first) = match w.next() {
         Ok(x) => x,
         Err(stop) => return stop.into(),
     };
-    frame.meta.csum_blank = first.flags & NETRXF_CSUM_BLANK != 0;
-    frame.meta.data_validated = first.flags & NETRXF_DATA_VALIDATED != 0;
+    frame.meta = RxMeta {
+        csum_blank: first.flags & NETRXF_CSUM_BLANK != 0,
+        data_validated: first.flags & NETRXF_DATA_VALIDATED != 0,
+        gso: None,
+        slots: 0,
+    };
     if first.flags & NETRXF_GSO_PREFIX != 0 {
         bad = Some(RxBad::UnexpectedGsoPrefix);
     }
-    add_data(&mut frame, &mut bad, slot, &first);
+    add_data(frame, &mut bad, slot, &first);
 
     if first.flags & NETRXF_EXTRA_INFO != 0 {
         let mut extras = 0;
@@ -218,7 +273,7 @@ pub fn parse(
             if extras > RX_MAX_EXTRAS {
                 bad.get_or_insert(RxBad::TooManySlots);
             }
-            check_extra(&mut frame, &mut bad, &extra);
+            check_extra(frame, &mut bad, &extra);
             if !extra.has_more() {
                 break;
             }
@@ -231,7 +286,7 @@ pub fn parse(
             Ok(x) => x,
             Err(stop) => return stop.into(),
         };
-        add_data(&mut frame, &mut bad, slot, &rsp);
+        add_data(frame, &mut bad, slot, &rsp);
         more = rsp.flags & NETRXF_MORE_DATA != 0;
     }
 
@@ -239,14 +294,14 @@ pub fn parse(
         bad = Some(RxBad::Runt(frame.len));
     }
     match bad {
-        Some(why) => Parsed::Bad {
+        Some(why) => ParseOutcome::Bad {
             consumed: w.taken,
             why,
         },
         None => {
             frame.consumed = w.taken;
             frame.meta.slots = frame.nsegs as u8;
-            Parsed::Frame(frame)
+            ParseOutcome::Frame
         }
     }
 }

@@ -220,33 +220,12 @@ fn flow_hash(d: &[u8]) -> u32 {
 /// Room a generator may fill during one RX pass.
 pub struct RxEmitter<'a> {
     out: &'a mut VecDeque<OwnedFrame>,
-    /// Frames the RX thread is done with, whose buffers [`RxEmitter::push_copy`] reuses.
-    spare: &'a mut Vec<OwnedFrame>,
     budget: usize,
 }
 
 impl<'a> RxEmitter<'a> {
-    pub(crate) fn new(
-        out: &'a mut VecDeque<OwnedFrame>,
-        spare: &'a mut Vec<OwnedFrame>,
-        budget: usize,
-    ) -> Self {
-        Self { out, spare, budget }
-    }
-
-    /// Emit a copy of `data` in a recycled buffer (no allocation once warm, no
-    /// reference count to touch twice per frame). For small frames this is cheaper
-    /// than [`RxEmitter::push_shared`]. False once the budget is used up.
-    #[inline]
-    pub fn push_copy(&mut self, data: &[u8], meta: OffloadMeta) -> bool {
-        if self.budget == 0 || data.is_empty() || data.len() > crate::frame::MAX_FRAME_LEN {
-            return false;
-        }
-        let mut f = self.spare.pop().unwrap_or_default();
-        f.set_copy(data, meta);
-        self.out.push_back(f);
-        self.budget -= 1;
-        true
+    pub(crate) fn new(out: &'a mut VecDeque<OwnedFrame>, budget: usize) -> Self {
+        Self { out, budget }
     }
 
     /// Frames that may still be emitted in this pass.

@@ -11,13 +11,14 @@ use hv::abi::netif::{
     NetifExtraGso, NetifExtraInfo, NetifRxResponse, RxBackRing, NETIF_RSP_ERROR, NETRXF_CSUM_BLANK,
     NETRXF_DATA_VALIDATED, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA,
 };
-use hv::abi::ring::{RingError, RING_PAGE_SIZE};
-use hv::env::{BackendEnv, CopyDir, CopySeg, EventChannel};
+use hv::abi::ring::{RingError, RingIdx, RING_PAGE_SIZE};
+use hv::env::{BackendEnv, CopyDir, CopySeg, DomId, EventChannel};
 
 use super::{park_for_frames, poll_requests, ConnShared, CopyBatch, QueueShared, IDLE_WAIT};
 use crate::counters::BatchCount;
 use crate::error::FatalError;
 use crate::frame::{GsoType, OwnedFrame};
+use crate::frontend::FrontFeatures;
 use crate::port::RxEmitter;
 use crate::validate::rx_slots_needed;
 
@@ -25,14 +26,15 @@ use crate::validate::rx_slots_needed;
 /// pushed after every pass, so with a quarter ring per pass the guest consumes and
 /// reposts one part while the next is being copied (both sides work at once instead
 /// of taking turns over whole rings).
-const RX_BATCH: usize = 256;
+const RX_BATCH: usize = 64;
 
-/// A response to write once the batch's copy is done.
+/// A data response already written to the ring, kept until the batch's copy is done
+/// in case its segment fails and the response must become `NETIF_RSP_ERROR`.
 #[derive(Debug, Clone, Copy)]
-struct PendingRsp {
+struct WrittenRsp {
+    /// Ring index the response was written at.
+    idx: RingIdx,
     rsp: NetifRxResponse,
-    /// The copy segment whose status decides this data slot (`None` for an extra).
-    seg: Option<usize>,
 }
 
 pub(crate) struct RxWorker<E: BackendEnv> {
@@ -43,12 +45,30 @@ pub(crate) struct RxWorker<E: BackendEnv> {
     ring: RxBackRing,
     chan: Arc<E::Channel>,
     split: bool,
+    /// Frames taken from the inbound queue (recycled into its pool once copied).
     pending: VecDeque<OwnedFrame>,
+    /// Frames from a generator port (dropped once copied: they share the port's
+    /// buffers, so there is nothing to give back to the inbound pool).
+    generated: VecDeque<OwnedFrame>,
     done: Vec<OwnedFrame>,
     segs: CopyBatch,
-    rsps: Vec<PendingRsp>,
+    /// One entry per segment of `segs`: the response that segment decides.
+    written: Vec<WrittenRsp>,
     // Declared last: the ring above points into this mapping.
     _map: E::Mapping,
+}
+
+/// What one pass took from a frame queue.
+#[derive(Default)]
+struct Taken {
+    /// Frames at the queue's front that were delivered or dropped.
+    frames: usize,
+    /// Ring slots used.
+    slots: u32,
+    /// Frames refused by the frontend's features (dropped).
+    refused: u64,
+    /// The next frame needs more slots than are left (the pass must stop).
+    blocked: bool,
 }
 
 impl<E: BackendEnv> RxWorker<E> {
@@ -73,9 +93,10 @@ impl<E: BackendEnv> RxWorker<E> {
             chan,
             split,
             pending: VecDeque::with_capacity(2 * RX_BATCH),
+            generated: VecDeque::with_capacity(2 * RX_BATCH),
             done: Vec::with_capacity(RX_BATCH),
             segs: CopyBatch(Vec::with_capacity(size)),
-            rsps: Vec::with_capacity(size),
+            written: Vec::with_capacity(size),
             _map: map,
         }
     }
@@ -98,6 +119,7 @@ impl<E: BackendEnv> RxWorker<E> {
                 Ok(false) => {}
             }
             let have_frames = !self.pending.is_empty()
+                || !self.generated.is_empty()
                 || !self.q.inbound.is_empty()
                 || self.conn.port.generates();
             if !have_frames {
@@ -115,6 +137,7 @@ impl<E: BackendEnv> RxWorker<E> {
             let needed = self
                 .pending
                 .front()
+                .or(self.generated.front())
                 .map_or(1, |f| rx_slots_needed(f.len(), f.meta.gso.is_some()));
             if prod.wrapping_sub(ring.req_cons()) >= needed {
                 continue;
@@ -143,6 +166,7 @@ impl<E: BackendEnv> RxWorker<E> {
         // Hand every buffer back so a reconnect starts from a full pool.
         self.done.extend(self.pending.drain(..));
         self.q.inbound.recycle(&mut self.done);
+        self.generated.clear();
     }
 
     /// Posted buffers not yet consumed, after checking the producer index.
@@ -162,17 +186,6 @@ impl<E: BackendEnv> RxWorker<E> {
         Ok(prod.wrapping_sub(cons))
     }
 
-    /// Whether the frontend can take a frame with this GSO type and length.
-    fn acceptable(&self, f: &OwnedFrame, data_slots: u32) -> bool {
-        let front = &self.conn.front;
-        let gso_ok = match f.meta.gso.map(|g| g.ty) {
-            None => true,
-            Some(GsoType::TcpV4) => front.gso_tcpv4,
-            Some(GsoType::TcpV6) => front.gso_tcpv6,
-        };
-        gso_ok && (data_slots <= 1 || front.sg) && !f.is_empty()
-    }
-
     /// One batch. `Ok(true)` if any frame was delivered or dropped.
     #[inline(never)]
     fn rx_pass(&mut self) -> Result<bool, FatalError> {
@@ -185,127 +198,45 @@ impl<E: BackendEnv> RxWorker<E> {
             self.q.inbound.drain_into(&mut self.pending, room);
         }
         let avail = self.available()?;
-        if self.pending.is_empty() && avail > 0 && self.conn.port.generates() {
-            let mut out = RxEmitter::new(&mut self.pending, (avail as usize).min(RX_BATCH));
+        if avail == 0 {
+            return Ok(false);
+        }
+        if self.pending.is_empty() && self.generated.is_empty() && self.conn.port.generates() {
+            let mut out = RxEmitter::new(&mut self.generated, (avail as usize).min(RX_BATCH));
             self.conn.port.generate(&self.conn.link, self.qid, &mut out);
         }
-        if self.pending.is_empty() || avail == 0 {
+        if self.pending.is_empty() && self.generated.is_empty() {
             return Ok(false);
         }
 
+        // Every request consumed in earlier passes was answered in its pass.
+        debug_assert_eq!(self.ring.rsp_prod_pvt(), self.ring.req_cons());
         self.segs.0.clear();
-        self.rsps.clear();
-        let domid = self.conn.frontend;
-        let mut count = BatchCount::default();
-        let mut cons = self.ring.req_cons();
-        let mut left = avail;
-        let mut progressed = false;
-        while let Some(frame) = self.pending.front() {
-            let len = frame.len();
-            let gso = frame.meta.gso;
-            let needed = rx_slots_needed(len, gso.is_some());
-            if !self.acceptable(frame, needed - u32::from(gso.is_some())) {
-                if let Some(f) = self.pending.pop_front() {
-                    self.done.push(f);
-                }
-                self.conn.counters.add_rx_drops(1);
-                progressed = true;
-                continue;
-            }
-            if needed > left {
-                break;
-            }
-            let Some(frame) = self.pending.pop_front() else {
-                break;
-            };
-            let data = frame.data();
-            let mut base_flags = 0u16;
-            if frame.meta.csum_blank {
-                base_flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED;
-            } else if frame.meta.data_validated {
-                base_flags |= NETRXF_DATA_VALIDATED;
-            }
-            let mut off = 0usize;
-            let mut first = true;
-            while first || off < len {
-                let req = self.ring.copy_request(cons);
-                cons = cons.wrapping_add(1);
-                let chunk = (len - off).min(RING_PAGE_SIZE);
-                let mut flags = 0u16;
-                if first {
-                    flags |= base_flags;
-                    if gso.is_some() {
-                        flags |= NETRXF_EXTRA_INFO;
-                    }
-                }
-                if off + chunk < len {
-                    flags |= NETRXF_MORE_DATA;
-                }
-                self.segs.0.push(CopySeg {
-                    dir: CopyDir::ToForeign,
-                    domid,
-                    gref: req.gref,
-                    offset: 0,
-                    len: chunk as u16,
-                    // The copy only reads the local side of a ToForeign segment.
-                    local: data[off..].as_ptr().cast_mut(),
-                    status: 0,
-                });
-                self.rsps.push(PendingRsp {
-                    rsp: NetifRxResponse {
-                        id: req.id,
-                        offset: 0,
-                        flags,
-                        status: chunk as i16,
-                    },
-                    seg: Some(self.segs.0.len() - 1),
-                });
-                if first {
-                    if let Some(g) = gso {
-                        // The GSO extra takes the next request's slot.
-                        let _ = self.ring.copy_request(cons);
-                        cons = cons.wrapping_add(1);
-                        let extra = NetifExtraInfo::new_gso(
-                            NetifExtraGso {
-                                size: g.size,
-                                ty: g.ty.to_xen(),
-                                pad: 0,
-                                features: 0,
-                            },
-                            0,
-                        );
-                        self.rsps.push(PendingRsp {
-                            rsp: extra.to_rx_slot(),
-                            seg: None,
-                        });
-                    }
-                }
-                off += chunk;
-                first = false;
-            }
-            left -= needed;
-            count.packets += 1;
-            count.bytes += len as u64;
-            self.done.push(frame);
-        }
-        self.ring.set_req_cons(cons);
+        self.written.clear();
+        let mut batch = Batch {
+            ring: &mut self.ring,
+            segs: &mut self.segs.0,
+            written: &mut self.written,
+            front: &self.conn.front,
+            domid: self.conn.frontend,
+            left: avail,
+            count: BatchCount::default(),
+        };
+        let from_inbound = batch.take(&self.pending);
+        let from_gen = if from_inbound.blocked {
+            Taken::default()
+        } else {
+            batch.take(&self.generated)
+        };
+        let mut count = batch.count;
 
         if !self.segs.0.is_empty() {
             self.env.grant_copy(&mut self.segs.0);
         }
-        for p in &self.rsps {
-            let mut rsp = p.rsp;
-            if let Some(i) = p.seg {
-                if self.segs.0.get(i).is_some_and(|s| s.status != 0) {
-                    rsp.status = NETIF_RSP_ERROR;
-                    count.errors += 1;
-                }
-            }
-            if self.ring.produce_response(rsp).is_err() {
-                break;
-            }
-        }
-        if !self.rsps.is_empty() {
+        count.errors += answer_failed_copies(&mut self.ring, &self.segs.0, &self.written);
+        let refused = from_inbound.refused + from_gen.refused;
+        let mut progressed = refused != 0;
+        if from_inbound.slots + from_gen.slots != 0 {
             progressed = true;
             if self.ring.push_responses_and_check_notify() {
                 self.chan.notify();
@@ -314,8 +245,345 @@ impl<E: BackendEnv> RxWorker<E> {
                 count.notify_suppressed += 1;
             }
         }
+        if refused != 0 {
+            self.conn.counters.add_rx_drops(refused);
+        }
         self.conn.counters.add_rx(&count);
-        self.q.inbound.recycle(&mut self.done);
+        // The copy is done: the frames' buffers may go.
+        if from_inbound.frames != 0 {
+            self.done.extend(self.pending.drain(..from_inbound.frames));
+            self.q.inbound.recycle(&mut self.done);
+        }
+        self.generated.drain(..from_gen.frames);
         Ok(progressed)
+    }
+}
+
+/// Responses are written before the batch's copy runs (they are published only after
+/// it); rewrite the response of every failed segment as `NETIF_RSP_ERROR` (id and
+/// flags kept, as Linux's `xenvif_rx_copy_flush` does). `written[i]` is the response
+/// `segs[i]` decides. Returns how many failed.
+fn answer_failed_copies(ring: &mut RxBackRing, segs: &[CopySeg], written: &[WrittenRsp]) -> u64 {
+    let mut failed = 0;
+    for (seg, w) in segs.iter().zip(written) {
+        if seg.status != 0 {
+            ring.write_response(
+                w.idx,
+                NetifRxResponse {
+                    status: NETIF_RSP_ERROR,
+                    ..w.rsp
+                },
+            );
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// The ring-facing half of one pass: consumes requests, queues the grant copies and
+/// writes each request's response in its slot (published after the copy).
+struct Batch<'a> {
+    ring: &'a mut RxBackRing,
+    segs: &'a mut Vec<CopySeg>,
+    written: &'a mut Vec<WrittenRsp>,
+    front: &'a FrontFeatures,
+    domid: DomId,
+    /// Posted requests not consumed yet.
+    left: u32,
+    count: BatchCount,
+}
+
+impl Batch<'_> {
+    /// Whether the frontend can take a frame with this GSO type and length.
+    #[inline(always)]
+    fn acceptable(&self, f: &OwnedFrame, data_slots: u32) -> bool {
+        let gso_ok = match f.meta.gso.map(|g| g.ty) {
+            None => true,
+            Some(GsoType::TcpV4) => self.front.gso_tcpv4,
+            Some(GsoType::TcpV6) => self.front.gso_tcpv6,
+        };
+        gso_ok && (data_slots <= 1 || self.front.sg) && !f.is_empty()
+    }
+
+    /// Deliver frames from the front of `frames` while they fit the posted buffers.
+    /// The frames stay in the queue: the copy segments point into them.
+    fn take(&mut self, frames: &VecDeque<OwnedFrame>) -> Taken {
+        let mut t = Taken::default();
+        for frame in frames {
+            let len = frame.len();
+            let gso = frame.meta.gso;
+            let needed = rx_slots_needed(len, gso.is_some());
+            if !self.acceptable(frame, needed - u32::from(gso.is_some())) {
+                t.frames += 1;
+                t.refused += 1;
+                continue;
+            }
+            if needed > self.left {
+                t.blocked = true;
+                break;
+            }
+            if len <= RING_PAGE_SIZE && gso.is_none() {
+                self.one_slot(frame);
+            } else {
+                self.multi_slot(frame);
+            }
+            self.left -= needed;
+            t.slots += needed;
+            t.frames += 1;
+            self.count.packets += 1;
+            self.count.bytes += len as u64;
+        }
+        t
+    }
+
+    /// `NETRXF_*` flags every response of a frame carries from its metadata.
+    #[inline(always)]
+    fn base_flags(frame: &OwnedFrame) -> u16 {
+        if frame.meta.csum_blank {
+            NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
+        } else if frame.meta.data_validated {
+            NETRXF_DATA_VALIDATED
+        } else {
+            0
+        }
+    }
+
+    /// Consume the next request and answer it in its slot with `rsp` (its id set
+    /// from the request for a data slot, which is then remembered in case its copy
+    /// fails); returns the request's grant.
+    #[inline(always)]
+    fn consume_and_answer(&mut self, mut rsp: NetifRxResponse, data: bool) -> u32 {
+        let cons = self.ring.req_cons();
+        let req = self.ring.copy_request(cons);
+        self.ring.set_req_cons(cons.wrapping_add(1));
+        if data {
+            rsp.id = req.id;
+            // RX answers in lockstep: the response to request `cons` goes in slot
+            // `cons`.
+            self.written.push(WrittenRsp { idx: cons, rsp });
+        }
+        // Cannot be refused: the request just consumed is unanswered.
+        let _ = self.ring.produce_response(rsp);
+        req.gref
+    }
+
+    /// A frame that fits one buffer and has no extra: one request, one segment.
+    #[inline(always)]
+    fn one_slot(&mut self, frame: &OwnedFrame) {
+        let data = frame.data();
+        let len = data.len() as u16;
+        let gref = self.consume_and_answer(
+            NetifRxResponse {
+                id: 0,
+                offset: 0,
+                flags: Self::base_flags(frame),
+                status: len as i16,
+            },
+            true,
+        );
+        self.push_seg(gref, data.as_ptr(), len);
+    }
+
+    /// A frame over several buffers and/or with the GSO extra after its first
+    /// response (`NETRXF_extra_info`, `NETRXF_more_data`).
+    fn multi_slot(&mut self, frame: &OwnedFrame) {
+        let data = frame.data();
+        let len = data.len();
+        let gso = frame.meta.gso;
+        let base_flags = Self::base_flags(frame);
+        let mut off = 0usize;
+        let mut first = true;
+        while first || off < len {
+            let chunk = (len - off).min(RING_PAGE_SIZE);
+            let mut flags = 0u16;
+            if first {
+                flags |= base_flags;
+                if gso.is_some() {
+                    flags |= NETRXF_EXTRA_INFO;
+                }
+            }
+            if off + chunk < len {
+                flags |= NETRXF_MORE_DATA;
+            }
+            let gref = self.consume_and_answer(
+                NetifRxResponse {
+                    id: 0,
+                    offset: 0,
+                    flags,
+                    status: chunk as i16,
+                },
+                true,
+            );
+            // The copy only reads the local side of a ToForeign segment.
+            self.push_seg(gref, data[off..].as_ptr(), chunk as u16);
+            if first {
+                if let Some(g) = gso {
+                    // The GSO extra takes the next request's slot.
+                    let extra = NetifExtraInfo::new_gso(
+                        NetifExtraGso {
+                            size: g.size,
+                            ty: g.ty.to_xen(),
+                            pad: 0,
+                            features: 0,
+                        },
+                        0,
+                    );
+                    self.consume_and_answer(extra.to_rx_slot(), false);
+                }
+            }
+            off += chunk;
+            first = false;
+        }
+    }
+
+    #[inline(always)]
+    fn push_seg(&mut self, gref: u32, local: *const u8, len: u16) {
+        self.segs.push(CopySeg {
+            dir: CopyDir::ToForeign,
+            domid: self.domid,
+            gref,
+            offset: 0,
+            len,
+            // The copy only reads the local side of a ToForeign segment.
+            local: local.cast_mut(),
+            status: 0,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Gso, OffloadMeta};
+    use hv::abi::netif::{NetifRxRequest, RxFrontRing, XEN_NETIF_EXTRA_TYPE_GSO};
+    use std::ptr::NonNull;
+
+    /// A page-aligned ring page owned by the test.
+    #[repr(C, align(4096))]
+    struct Page([u8; RING_PAGE_SIZE]);
+
+    fn frame(len: usize, seed: u8, meta: OffloadMeta) -> OwnedFrame {
+        let data: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
+        OwnedFrame::shared(Arc::from(data), meta)
+    }
+
+    const FEATURES: FrontFeatures = FrontFeatures {
+        sg: true,
+        gso_tcpv4: true,
+        gso_tcpv6: false,
+        no_csum_offload: false,
+        ipv6_csum_offload: false,
+        rx_notify: true,
+    };
+
+    /// One pass over a ring the test plays the frontend of: requests consumed in
+    /// order, each answered in its own slot with its id, the GSO extra right after
+    /// the first response, a frame refused by the features dropped without a slot, a
+    /// frame too big for the buffers left not consumed, and a failed copy turned into
+    /// `NETIF_RSP_ERROR` in exactly its slot.
+    #[test]
+    fn take_answers_in_lockstep_and_failed_copies_become_errors() {
+        let mut page = Box::new(Page([0; RING_PAGE_SIZE]));
+        let ptr = NonNull::from(&mut page.0).cast::<u8>();
+        // SAFETY: the boxed page is 4 KiB, page-aligned and outlives both rings, which
+        // are the only users of it (both on this thread).
+        let mut front = unsafe { RxFrontRing::init(ptr) };
+        // SAFETY: as above; the page was initialised by the front ring.
+        let mut back = unsafe { RxBackRing::init(ptr) };
+        // Six buffers, ids 100.., grants 500..
+        for i in 0..6u16 {
+            front
+                .produce_request(NetifRxRequest {
+                    id: 100 + i,
+                    pad: 0,
+                    gref: 500 + u32::from(i),
+                })
+                .expect("room");
+        }
+        front.push_requests();
+
+        let gso = OffloadMeta {
+            csum_blank: true,
+            data_validated: true,
+            gso: Some(Gso {
+                ty: GsoType::TcpV4,
+                size: 1448,
+            }),
+        };
+        let v6 = OffloadMeta {
+            gso: Some(Gso {
+                ty: GsoType::TcpV6,
+                size: 1448,
+            }),
+            ..gso
+        };
+        let frames: VecDeque<OwnedFrame> = [
+            frame(64, 1, OffloadMeta::default()),
+            // Refused: the frontend has no feature-gso-tcpv6.
+            frame(5000, 2, v6),
+            // Two data slots and the extra.
+            frame(5000, 3, gso),
+            frame(100, 4, OffloadMeta::default()),
+            // Needs two slots, only one is left.
+            frame(6000, 5, OffloadMeta::default()),
+        ]
+        .into();
+
+        let mut segs = Vec::new();
+        let mut written = Vec::new();
+        let mut batch = Batch {
+            ring: &mut back,
+            segs: &mut segs,
+            written: &mut written,
+            front: &FEATURES,
+            domid: 7,
+            left: 6,
+            count: BatchCount::default(),
+        };
+        let t = batch.take(&frames);
+        let count = batch.count;
+        assert_eq!((t.frames, t.slots, t.refused, t.blocked), (4, 5, 1, true));
+        assert_eq!((count.packets, count.bytes), (3, 64 + 5000 + 100));
+        assert_eq!(back.req_cons(), 5, "the blocked frame consumed nothing");
+
+        // Segments: one per data slot, on the slots' grants, covering each frame.
+        let got: Vec<(u32, u16)> = segs.iter().map(|s| (s.gref, s.len)).collect();
+        assert_eq!(got, vec![(500, 64), (501, 4096), (503, 904), (504, 100)]);
+        // SAFETY: the segments point into `frames`, alive and unchanged.
+        let first = unsafe { std::slice::from_raw_parts(segs[2].local, 904) };
+        assert_eq!(first, &frames[2].data()[4096..]);
+        assert_eq!(written.len(), segs.len());
+
+        // The copy of the frame in slot 4 fails.
+        segs[3].status = -1;
+        assert_eq!(answer_failed_copies(&mut back, &segs, &written), 1);
+        back.push_responses();
+
+        let rsps: Vec<NetifRxResponse> = front.take_responses().expect("sane").collect();
+        assert_eq!(rsps.len(), 5);
+        let data: Vec<(u16, u16, i16)> = [0, 1, 3, 4]
+            .iter()
+            .map(|&i| (rsps[i].id, rsps[i].flags, rsps[i].status))
+            .collect();
+        assert_eq!(
+            data,
+            vec![
+                (100, 0, 64),
+                (
+                    101,
+                    NETRXF_CSUM_BLANK
+                        | NETRXF_DATA_VALIDATED
+                        | NETRXF_EXTRA_INFO
+                        | NETRXF_MORE_DATA,
+                    4096
+                ),
+                (103, 0, 904),
+                (104, 0, NETIF_RSP_ERROR),
+            ]
+        );
+        let extra = NetifExtraInfo::from_rx_slot(rsps[2]);
+        assert_eq!(extra.ty, XEN_NETIF_EXTRA_TYPE_GSO);
+        assert_eq!(extra.gso().size, 1448);
+        assert_eq!(back.req_prod().wrapping_sub(back.req_cons()), 1);
     }
 }
