@@ -5,7 +5,8 @@
 //! Three configurations:
 //! - offloads on: the guest takes checksum offload and GSO, the TAP hands over
 //!   checksum-partial TCP super-frames (one read each) and the guest's blank checksums
-//!   go to the kernel as `NEEDS_CSUM`;
+//!   go to the kernel as `NEEDS_CSUM`, its consecutive segments merged into GSO
+//!   super-frames by the TAP port;
 //! - offloads off (netfront `csum_offload`/GSO off): the TAP gets no offloads, the
 //!   kernel finishes everything;
 //! - software fallback: the guest takes no offloads but the TAP is forced to hand over
@@ -197,6 +198,9 @@ fn tcp_both_ways_with_offloads() {
     assert_eq!(o.port.to_guest_bad, 0);
     // The guest left its checksums to the device (blank) and they were still right.
     assert!(o.front.rx_csum_sw > 0, "{:?}", o.front);
+    // The guest's MSS-sized segments reached the kernel merged into GSO super-frames
+    // (and still byte-exact, checked above).
+    assert!(o.port.to_host_coalesced > 0, "{:?}", o.port);
     let _ = (o.to_guest, o.to_kernel);
 }
 

@@ -13,6 +13,7 @@
 //! thread per TAP queue. Both directions can be captured to a pcap file
 //! ([`TapPort::set_capture`]).
 
+mod coalesce;
 pub mod policy;
 mod rx;
 mod tx;
@@ -103,6 +104,9 @@ pub struct TapVifStats {
     pub to_host_dropped: u64,
     /// Guest frames the kernel refused (`EINVAL`).
     pub to_host_rejected: u64,
+    /// Guest TCP segments that went out merged into GSO super-frames (each is also
+    /// counted in `to_host_frames`).
+    pub to_host_coalesced: u64,
     /// Guest frames whose offload metadata could not be translated (dropped, as Linux
     /// netback drops a packet whose checksum cannot be set up).
     pub to_host_bad_offload: u64,
@@ -136,6 +140,7 @@ pub(crate) struct VifStats {
     to_host_frames: AtomicU64,
     to_host_dropped: AtomicU64,
     to_host_rejected: AtomicU64,
+    to_host_coalesced: AtomicU64,
     to_host_bad_offload: AtomicU64,
     to_guest_frames: AtomicU64,
     to_guest_dropped: AtomicU64,
@@ -216,6 +221,7 @@ impl TapVif {
             to_host_bytes: q.tx_bytes,
             to_host_dropped: g(&s.to_host_dropped),
             to_host_rejected: g(&s.to_host_rejected),
+            to_host_coalesced: g(&s.to_host_coalesced),
             to_host_bad_offload: g(&s.to_host_bad_offload),
             from_host_frames: q.rx_frames,
             from_host_bytes: q.rx_bytes,

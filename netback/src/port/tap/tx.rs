@@ -6,6 +6,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
+use super::coalesce::{Coalescer, Offer};
 use super::policy::tx_vnet_hdr;
 use super::{TapVif, VifStats};
 use crate::frame::{Frame, FrameBatch, OffloadMeta};
@@ -19,7 +20,10 @@ const CHUNK: usize = 64;
 /// Per-queue room to fix up a frame on a copy (rare: GSO from a frontend that did not
 /// mark it checksum-blank). Grows once to the largest such frame.
 #[derive(Default)]
-pub(super) struct TxScratch(Mutex<Vec<u8>>);
+pub(super) struct TxScratch {
+    fixup: Mutex<Vec<u8>>,
+    coalescer: Mutex<Coalescer>,
+}
 
 /// Frames of one chunk waiting for `write_batch`.
 struct Pending<'a> {
@@ -75,16 +79,33 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// Writes a guest's TX batch to TAP queue `q`, capturing it first if asked.
+/// Writes a guest's TX batch to TAP queue `q`, capturing it first if asked. Runs of
+/// consecutive TCP segments of one flow go out as one GSO super-frame
+/// ([`super::coalesce`]); everything keeps its order.
 pub(super) fn transmit(vif: &TapVif, q: &TapQueue, scratch: &TxScratch, frames: &FrameBatch<'_>) {
     if let Some(cap) = vif.capture() {
         cap.write_frames(frames.iter());
     }
     let stats = &vif.stats;
     let mut pending = Pending::new();
+    let mut merge = scratch
+        .coalescer
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     for f in frames.iter() {
         match tx_vnet_hdr(f.data, &f.meta) {
             Ok(Some(hdr)) => {
+                if merge.offer(&f, hdr) == Offer::Merged {
+                    continue;
+                }
+                if !merge.is_empty() {
+                    // The run ends here: what is queued before it, then the run.
+                    pending.flush(q, stats);
+                    write_run(q, &mut merge, stats);
+                    if merge.offer(&f, hdr) == Offer::Merged {
+                        continue;
+                    }
+                }
                 pending.push(hdr, f.data);
                 if pending.full() {
                     pending.flush(q, stats);
@@ -93,6 +114,7 @@ pub(super) fn transmit(vif: &TapVif, q: &TapQueue, scratch: &TxScratch, frames: 
             Ok(None) => {
                 // Keep the order: what is queued goes first.
                 pending.flush(q, stats);
+                write_run(q, &mut merge, stats);
                 write_fixed_up(q, scratch, f, stats);
             }
             Err(e) => {
@@ -103,12 +125,44 @@ pub(super) fn transmit(vif: &TapVif, q: &TapQueue, scratch: &TxScratch, frames: 
         }
     }
     pending.flush(q, stats);
+    write_run(q, &mut merge, stats);
+}
+
+/// Writes the run the coalescer holds, if any: its segments count as the frames they
+/// were (so `to_host_frames` still counts the guest's frames).
+fn write_run(q: &TapQueue, merge: &mut Coalescer, stats: &VifStats) {
+    let segments = merge.segments();
+    let Some((frame, hdr)) = merge.take() else {
+        if segments > 0 {
+            stats.count_write_failed(u64::from(segments));
+        }
+        return;
+    };
+    let frame_segs: [&[u8]; 1] = [frame];
+    match q.write_batch(
+        &[TxFrame {
+            hdr,
+            segs: &frame_segs,
+        }],
+        Backpressure::Drop,
+    ) {
+        Ok(r) => {
+            let n = u64::from(segments);
+            stats.add(&stats.to_host_frames, r.sent as u64 * n);
+            stats.add(&stats.to_host_dropped, r.dropped as u64 * n);
+            stats.add(&stats.to_host_rejected, r.rejected as u64 * n);
+            if segments > 1 {
+                stats.add(&stats.to_host_coalesced, n);
+            }
+        }
+        Err(_) => stats.count_write_failed(u64::from(segments)),
+    }
 }
 
 /// GSO without `NETTXF_csum_blank`: write the pseudo-header sum into a copy (Linux
 /// netback's fix-up for such frontends), then send the copy.
 fn write_fixed_up(q: &TapQueue, scratch: &TxScratch, f: Frame<'_>, stats: &VifStats) {
-    let mut buf = scratch.0.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut buf = scratch.fixup.lock().unwrap_or_else(PoisonError::into_inner);
     buf.clear();
     buf.extend_from_slice(f.data);
     let OffloadMeta {
