@@ -182,7 +182,7 @@ impl HostSession for DaemonSession {
         child.expect("go", SETUP_WAIT)?;
         // The window opens now: the guest's sender is running.
         let t0 = Instant::now();
-        let (frames0, drops0) = vif::to_host_now(&self.port, self.vif);
+        let start = vif::ToHostStart::now(&self.port, self.vif);
         let mut failed = Ok(());
         while t0.elapsed() < window {
             if signal::interrupted() {
@@ -203,21 +203,16 @@ impl HostSession for DaemonSession {
             .child()?
             .expect("tx-done", window.max(Duration::from_secs(2)) + SETUP_WAIT)?;
         let done = Done::parse(&reply).map_err(|e| guest_reply("tx-done", e))?;
-        let (f, d) = vif::to_host(&at_end);
-        settle(|| {
-            let (f, d) = vif::to_host_now(&self.port, self.vif);
-            f + d
-        });
-        let mut m = Measurement::frames(f.saturating_sub(frames0), len, elapsed);
-        m.drops = d.saturating_sub(drops0);
-        m.add_cpu("guest", done.cpu);
-        Ok(HostCell {
-            frame_size: len,
-            direction: HostDirection::GuestToHost,
-            guest: GuestKind::Daemon,
-            offered: done.frames,
-            measurement: m,
-        })
+        Ok(start.cell(
+            &self.port,
+            self.vif,
+            &at_end,
+            len,
+            elapsed,
+            GuestKind::Daemon,
+            done.cpu,
+            done.frames,
+        ))
     }
 
     fn host_to_guest(&mut self, len: u32, window: Duration) -> Result<HostCell, HostError> {

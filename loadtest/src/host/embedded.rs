@@ -66,7 +66,7 @@ impl HostSession for EmbeddedSession {
             spread_over: 1,
         })
         .ok_or_else(|| HostError::Invalid(format!("no test frame of {len} bytes")))?;
-        let (frames0, drops0) = vif::to_host_now(&self.port, self.vif);
+        let start = vif::ToHostStart::now(&self.port, self.vif);
         let ctl = Control::new(window);
         let (shared, progress) = (Shared::default(), Progress::default());
         let port = self.port.clone();
@@ -102,23 +102,16 @@ impl HostSession for EmbeddedSession {
         });
         check_interrupt()?;
         let worker = result?.map_err(|e| HostError::Cell(e.to_string()))?;
-        let (f, d) = vif::to_host(&at_end);
-        // Let netback finish the ring before the next cell, so its frames are not
-        // counted there.
-        settle(|| {
-            let (f, d) = vif::to_host_now(&self.port, self.vif);
-            f + d
-        });
-        let mut m = Measurement::frames(f.saturating_sub(frames0), len, elapsed);
-        m.drops = d.saturating_sub(drops0);
-        m.add_cpu("guest", worker.cpu);
-        Ok(HostCell {
-            frame_size: len,
-            direction: HostDirection::GuestToHost,
-            guest: GuestKind::Embedded,
-            offered: worker.sent,
-            measurement: m,
-        })
+        Ok(start.cell(
+            &self.port,
+            self.vif,
+            &at_end,
+            len,
+            elapsed,
+            GuestKind::Embedded,
+            worker.cpu,
+            worker.sent,
+        ))
     }
 
     fn host_to_guest(&mut self, len: u32, window: Duration) -> Result<HostCell, HostError> {
