@@ -4,30 +4,14 @@
 //! unless PVNET_SKIP_ROOT_TESTS=1 (the project's convention). The privilege check
 //! itself is tested as an unprivileged user (root drops to `nobody` for it).
 
+mod common;
+
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{is_root, root_or_skip};
 use loadtest::host::{netns, HostDirection, HostReport, NEEDS_ROOT};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("PVNET_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("{test}: not run: needs root and PVNET_SKIP_ROOT_TESTS=1 is set");
-        return false;
-    }
-    panic!(
-        "{test} needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for a network namespace and a \
-         TAP: run the tests as root, or set PVNET_SKIP_ROOT_TESTS=1 to skip them"
-    );
-}
 
 fn loadtest() -> Command {
     Command::new(env!("CARGO_BIN_EXE_loadtest"))

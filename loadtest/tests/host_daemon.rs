@@ -5,34 +5,18 @@
 //! directory remain. Root handling follows `host.rs`: without root they fail with an
 //! explanation unless PVNET_SKIP_ROOT_TESTS=1.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::root_or_skip;
 use loadtest::host::daemon::run_dir;
 use loadtest::host::{netns, GuestKind, GuestMode, HostDirection, HostReport};
 
 /// Bound of every wait in these tests.
 const T: Duration = Duration::from_secs(60);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("PVNET_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        eprintln!("{test}: not run: needs root and PVNET_SKIP_ROOT_TESTS=1 is set");
-        return false;
-    }
-    panic!(
-        "{test} needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for a network namespace and a \
-         TAP: run the tests as root, or set PVNET_SKIP_ROOT_TESTS=1 to skip them"
-    );
-}
 
 /// `loadtest host ARGS`, started.
 fn spawn_host(args: &[&str], stdout: Stdio) -> Child {

@@ -199,3 +199,25 @@ pub fn cell<'a>(report: &'a RunReport, series: &str, size: u32) -> &'a CellRecor
         .find(|c| c.series == series && c.frame_size == size)
         .unwrap_or_else(|| panic!("no {series} cell at {size} B"))
 }
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True if `test` may run (root). Without root: false with a note when
+/// PVNET_SKIP_ROOT_TESTS=1 (the project's convention), else a panic that says what to do.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("PVNET_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("{test}: not run: needs root and PVNET_SKIP_ROOT_TESTS=1 is set");
+        return false;
+    }
+    panic!(
+        "{test} needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for a network namespace and a \
+         TAP: run the tests as root, or set PVNET_SKIP_ROOT_TESTS=1 to skip them"
+    );
+}
