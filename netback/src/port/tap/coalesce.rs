@@ -377,4 +377,51 @@ mod tests {
         assert!(frame.len() - ETH <= MAX_DATAGRAM);
         assert_eq!(merged, (MAX_DATAGRAM - IPV4 - 32) / MSS);
     }
+
+    proptest::proptest! {
+        /// Whatever a guest writes: runs of valid segments with random bytes flipped,
+        /// cut short or padded never make the coalescer panic, and what it hands out
+        /// stays within one datagram and starts with the first merged frame's headers.
+        #[test]
+        fn hostile_segments_never_panic(
+            edits in proptest::collection::vec(
+                (0usize..8, 0usize..1600, proptest::num::u8::ANY, 0usize..1600, proptest::bool::ANY),
+                1..24,
+            ),
+            blank_meta in proptest::bool::ANY,
+        ) {
+            let p = vec![9u8; MSS];
+            let mut c = Coalescer::default();
+            for (i, &(n, at, byte, cut, pad)) in edits.iter().enumerate() {
+                let mut f = seg((i * MSS) as u32, &p, 0x10, 80, 1);
+                if n > 0 {
+                    let at = at % f.len();
+                    f[at] = byte;
+                }
+                if n > 5 {
+                    f.truncate(cut.min(f.len()));
+                }
+                if pad {
+                    f.extend_from_slice(&[0u8; 7]);
+                }
+                let frame = Frame {
+                    data: &f,
+                    meta: OffloadMeta { csum_blank: blank_meta, ..OffloadMeta::default() },
+                };
+                if c.offer(&frame, single()) == Offer::Refused && !c.is_empty() {
+                    let (out, _) = c.take().unwrap();
+                    proptest::prop_assert!(out.len() <= ETH + MAX_DATAGRAM);
+                    proptest::prop_assert!(out.len() >= L4 + 20);
+                    let _ = c.offer(&frame, single());
+                }
+            }
+            if let Some((out, hdr)) = c.take() {
+                proptest::prop_assert!(out.len() <= ETH + MAX_DATAGRAM);
+                if hdr.gso_type == VIRTIO_NET_HDR_GSO_TCPV4 {
+                    proptest::prop_assert!(hdr.gso_size > 0);
+                    proptest::prop_assert!(usize::from(hdr.hdr_len) < out.len());
+                }
+            }
+        }
+    }
 }
