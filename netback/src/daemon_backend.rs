@@ -114,6 +114,7 @@ impl BackendFactory for NetbackFactory {
             let tap = Arc::new(TapPort::new(TapPortConfig {
                 bridge: opts.bridge.clone(),
                 name_prefix: opts.tap_prefix.clone(),
+                tx_io_uring: !opts.no_io_uring,
                 ..TapPortConfig::default()
             }));
             (Wiring::Tap(tap.clone()), tap)

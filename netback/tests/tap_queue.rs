@@ -316,3 +316,161 @@ fn epoll_reports_the_ready_queue_and_honours_the_timeout() {
     assert_eq!(ev.iter().next().unwrap().token, 42);
     drop(b0);
 }
+
+// ---- io_uring batches (`TxRing`) ------------------------------------------------------
+
+/// A ring for `q`, or `None` (and a note) where this machine has no usable io_uring:
+/// the ring is an optimisation and netback falls back to `write_batch` there.
+fn ring_for(q: &TapQueue) -> Option<TxRing> {
+    match TxRing::new(q) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("io_uring unavailable here ({e}): ring tests check the fallback only");
+            None
+        }
+    }
+}
+
+/// Frames of distinct sizes and contents, each in two segments.
+fn numbered_frames(n: usize) -> Vec<(VirtioNetHdr, Vec<u8>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let h = hdr(i as u16);
+            (h, vec![i as u8; 14], vec![!(i as u8); 50 + i % 40])
+        })
+        .collect()
+}
+
+#[test]
+fn ring_writes_every_frame_in_order_across_ring_chunks() {
+    let (a, b) = seqpacket_pair();
+    let q = TapQueue::from_fd(a, 0);
+    let Some(mut ring) = ring_for(&q) else {
+        return;
+    };
+    let n = 2 * RING_ENTRIES + 7;
+    let data = numbered_frames(n);
+    let segs: Vec<[&[u8]; 2]> = data.iter().map(|(_, x, y)| [&x[..], &y[..]]).collect();
+    let frames: Vec<TxFrame<'_>> = data
+        .iter()
+        .zip(&segs)
+        .map(|((h, _, _), s)| TxFrame { hdr: *h, segs: s })
+        .collect();
+    let r = q.write_batch_ring(&mut ring, &frames).unwrap();
+    assert_eq!((r.sent, r.dropped, r.rejected, r.blocked), (n, 0, 0, false));
+    assert!(!ring.is_broken());
+    for (i, (h, x, y)) in data.iter().enumerate() {
+        let msg = recv(&b).unwrap_or_else(|| panic!("frame {i} missing"));
+        assert_eq!(&msg[..VNET_HDR_LEN], &h.to_bytes(), "frame {i}: header");
+        assert_eq!(&msg[VNET_HDR_LEN..VNET_HDR_LEN + 14], &x[..], "frame {i}");
+        assert_eq!(&msg[VNET_HDR_LEN + 14..], &y[..], "frame {i}");
+    }
+    assert!(recv(&b).is_none(), "one message per frame, nothing more");
+    let s = q.stats();
+    let bytes: usize = data.iter().map(|(_, x, y)| x.len() + y.len()).sum();
+    assert_eq!((s.tx_frames, s.tx_bytes), (n as u64, bytes as u64));
+}
+
+#[test]
+fn ring_drops_and_counts_when_the_fd_pushes_back() {
+    let (a, b) = seqpacket_pair();
+    let q = TapQueue::from_fd(a, 0);
+    let Some(mut ring) = ring_for(&q) else {
+        return;
+    };
+    let payload = vec![0x5au8; 1500];
+    let segs: [&[u8]; 1] = [&payload];
+    let frames: Vec<TxFrame<'_>> = (0..20_000)
+        .map(|_| TxFrame {
+            hdr: VirtioNetHdr::NONE,
+            segs: &segs,
+        })
+        .collect();
+    let r = q.write_batch_ring(&mut ring, &frames).unwrap();
+    assert!(r.blocked, "a unix socket buffer cannot hold 30 MB");
+    assert!(r.sent > 0 && r.dropped > 0, "{r:?}");
+    assert_eq!(r.consumed(), frames.len(), "every frame sent or dropped");
+    assert!(
+        !ring.is_broken(),
+        "EAGAIN is backpressure, not a broken ring"
+    );
+    let s = q.stats();
+    assert_eq!(
+        (s.tx_frames, s.tx_dropped),
+        (r.sent as u64, r.dropped as u64)
+    );
+    let mut got = 0;
+    while let Some(m) = recv(&b) {
+        assert_eq!(m.len(), VNET_HDR_LEN + 1500);
+        got += 1;
+    }
+    assert_eq!(got, r.sent, "everything counted as sent arrived");
+}
+
+#[test]
+fn ring_rejects_malformed_frames_and_keeps_going() {
+    let (a, b) = seqpacket_pair();
+    // A send buffer smaller than one big frame: the kernel answers EMSGSIZE for it.
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt reads an int of the given size from a valid pointer.
+    let rc = unsafe {
+        libc::setsockopt(
+            a.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let q = TapQueue::from_fd(a, 0);
+    let Some(mut ring) = ring_for(&q) else {
+        return;
+    };
+    let big = vec![1u8; 60_000];
+    let ok = vec![2u8; 60];
+    let too_many: Vec<&[u8]> = vec![b"x"; MAX_TX_SEGMENTS + 1];
+    let (s_big, s_ok): ([&[u8]; 1], [&[u8]; 1]) = ([&big], [&ok]);
+    let f = |segs| TxFrame {
+        hdr: VirtioNetHdr::NONE,
+        segs,
+    };
+    let frames = [f(&s_ok), f(&s_big), f(&too_many), f(&s_ok)];
+    let r = q.write_batch_ring(&mut ring, &frames).unwrap();
+    assert_eq!((r.sent, r.rejected, r.dropped), (2, 2, 0), "{r:?}");
+    assert!(!ring.is_broken());
+    for _ in 0..2 {
+        assert_eq!(recv(&b).expect("the good frames").len(), VNET_HDR_LEN + 60);
+    }
+    assert!(recv(&b).is_none());
+    assert_eq!(q.stats().tx_errors, 2);
+}
+
+#[test]
+fn a_ring_made_for_another_queue_falls_back_to_plain_writes() {
+    let (a0, _b0) = seqpacket_pair();
+    let (a1, b1) = seqpacket_pair();
+    let q0 = TapQueue::from_fd(a0, 0);
+    let q1 = TapQueue::from_fd(a1, 1);
+    let Some(mut ring) = ring_for(&q0) else {
+        return;
+    };
+    let payload = [7u8; 64];
+    let segs: [&[u8]; 1] = [&payload];
+    let frames = [TxFrame {
+        hdr: VirtioNetHdr::NONE,
+        segs: &segs,
+    }; 3];
+    let r = q1.write_batch_ring(&mut ring, &frames).unwrap();
+    assert_eq!(r.sent, 3, "written the plain way");
+    assert!(
+        ring.is_broken(),
+        "the caller is told to drop the mismatched ring"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            recv(&b1).expect("frame on queue 1").len(),
+            VNET_HDR_LEN + 64
+        );
+    }
+}

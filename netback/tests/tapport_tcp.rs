@@ -85,7 +85,15 @@ fn check_capture(label: &str, w: Arc<PcapWriter>, path: &TempPath, expect_gso: O
     }
 }
 
-fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> Outcome {
+/// `io_uring`: the TAP port writes guest → host batches through its io_uring (the
+/// default) or frame by frame with `writev` (the fallback where io_uring is missing).
+fn run(
+    label: &str,
+    guest_offloads: bool,
+    policy: OffloadPolicy,
+    io_uring: bool,
+    total: u64,
+) -> Outcome {
     let t0 = std::time::Instant::now();
     let stage = |what: &str| {
         note(format!(
@@ -94,7 +102,10 @@ fn run(label: &str, guest_offloads: bool, policy: OffloadPolicy, total: u64) -> 
         ))
     };
     let host = HostNs::new("tcp");
-    let dom0 = Dom0::new(&host, |c| c.offloads = policy);
+    let dom0 = Dom0::new(&host, |c| {
+        c.offloads = policy;
+        c.tx_io_uring = io_uring;
+    });
     let pcap_in = TempPath::new("to-guest.pcap");
     let pcap_out = TempPath::new("to-kernel.pcap");
     // dom1 is the first guest of a fresh hypervisor: capture it from the start.
@@ -165,6 +176,7 @@ fn tcp_both_ways_with_offloads() {
         "offloads on",
         true,
         OffloadPolicy::Negotiated,
+        true,
         bytes_each_way(),
     );
     assert_eq!(
@@ -213,6 +225,8 @@ fn tcp_both_ways_without_offloads() {
         "offloads off",
         false,
         OffloadPolicy::Negotiated,
+        // This run covers the TAP port's plain-writev path (io_uring off).
+        false,
         bytes_each_way(),
     );
     assert_eq!(o.port.offloads, Offloads::NONE);
@@ -242,6 +256,7 @@ fn tcp_software_fallback_when_the_guest_lacks_offloads() {
         "fallback",
         false,
         OffloadPolicy::Fixed(forced),
+        true,
         bytes_each_way() / 4,
     );
     assert_eq!(o.port.offloads, forced);

@@ -48,6 +48,11 @@ pub enum Command {
         /// Name prefix of the vifs' TAP devices (needs root / CAP_NET_ADMIN).
         #[arg(long)]
         tap_prefix: Option<String>,
+        /// Write guest → host frames to the TAPs with one writev each instead of
+        /// batching them through io_uring (the default; it falls back by itself where
+        /// io_uring is unavailable).
+        #[arg(long)]
+        no_io_uring: bool,
     },
     /// List domains (`xl list`).
     List,
@@ -138,9 +143,20 @@ pub fn run(
         move |source| CliError::Store { path, source }
     };
     match cli.command {
-        Command::Serve { bridge, tap_prefix } => {
-            serve(socket, BackendOptions { bridge, tap_prefix }, backend, out)
-        }
+        Command::Serve {
+            bridge,
+            tap_prefix,
+            no_io_uring,
+        } => serve(
+            socket,
+            BackendOptions {
+                bridge,
+                tap_prefix,
+                no_io_uring,
+            },
+            backend,
+            out,
+        ),
         Command::List => {
             let list = Toolstack::connect(&socket)?.list()?;
             if cli.json {

@@ -67,6 +67,10 @@ pub struct BackendOptions {
     /// Name prefix of the TAP devices (`--tap-prefix`); TAPs are made only if set or
     /// if a bridge is given.
     pub tap_prefix: Option<String>,
+    /// Write guest → host frames to the TAPs one `writev` each instead of in io_uring
+    /// batches (`--no-io-uring`; for kernels or sandboxes without io_uring, which are
+    /// also detected and fall back by themselves).
+    pub no_io_uring: bool,
 }
 
 /// Starts Dom0's backend on the daemon's hypervisor.

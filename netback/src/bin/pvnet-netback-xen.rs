@@ -132,7 +132,7 @@ fn status_line(v: &VifInfo, tap: &TapPort) -> String {
     if let Some(st) = tap.stats(v.id) {
         s.push_str(&format!(
             " tap={} tap-queues={} tap-offloads={:?} to-host={} to-host-drop={} \
-             from-host={} to-guest={} to-guest-drop={} segmented={}",
+             from-host={} to-guest={} to-guest-drop={} segmented={} tap-io-uring-queues={}",
             st.tap,
             st.queues,
             st.offloads,
@@ -142,6 +142,7 @@ fn status_line(v: &VifInfo, tap: &TapPort) -> String {
             st.to_guest_frames,
             st.to_guest_dropped,
             st.to_guest_segmented,
+            st.io_uring_queues,
         ));
     } else if let Some(why) = tap.failure(v.id) {
         s.push_str(&format!(" tap-failed=\"{why}\""));

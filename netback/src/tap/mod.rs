@@ -21,6 +21,7 @@ mod error;
 mod netns;
 mod queue;
 mod sys;
+mod uring;
 
 pub use epoll::{Epoll, Event, Events, Interest};
 pub use error::TapError;
@@ -29,6 +30,7 @@ pub use queue::{
     Backpressure, QueueStats, ReadOutcome, RxBatch, TapQueue, TxBatchResult, TxFrame, WriteOutcome,
     MAX_FRAME_LEN, MAX_TX_SEGMENTS,
 };
+pub use uring::{TxRing, RING_ENTRIES};
 
 use std::ffi::CStr;
 use std::fmt;

@@ -49,7 +49,7 @@ pub struct QueueStats {
 }
 
 #[derive(Debug, Default)]
-struct AtomicStats {
+pub(super) struct AtomicStats {
     rx_frames: AtomicU64,
     rx_bytes: AtomicU64,
     rx_truncated: AtomicU64,
@@ -61,7 +61,7 @@ struct AtomicStats {
 
 impl AtomicStats {
     /// Adds a batch's local counts (one atomic add per counter per batch, not per frame).
-    fn add(&self, d: &QueueStats) {
+    pub(super) fn add(&self, d: &QueueStats) {
         let add = |c: &AtomicU64, v: u64| {
             if v != 0 {
                 c.fetch_add(v, Ordering::Relaxed);
@@ -240,7 +240,7 @@ impl RxBatch {
 pub struct TapQueue {
     fd: OwnedFd,
     index: usize,
-    stats: AtomicStats,
+    pub(super) stats: AtomicStats,
     enabled: AtomicBool,
 }
 

@@ -315,3 +315,57 @@ pub fn guest_to_kernel(
         receiver.join().expect("kernel receiver")
     })
 }
+
+/// Kernel TCP over a veth pair between two fresh namespaces: `total` bytes, SHA-256
+/// checked, timed at the receiver.
+pub fn veth(total: u64, pattern: &Pattern) -> Transfer {
+    let a = HostNs::new("veth-a");
+    let b = HostNs::new("veth-b");
+    a.ip(&[
+        "link", "add", "pva", "type", "veth", "peer", "name", "pvb", "netns", &b.name,
+    ]);
+    a.ip(&["addr", "add", "10.78.0.1/24", "dev", "pva"]);
+    b.ip(&["addr", "add", "10.78.0.2/24", "dev", "pvb"]);
+    a.ip(&["link", "set", "pva", "up"]);
+    b.ip(&["link", "set", "pvb", "up"]);
+    let addr = SocketAddr::from(([10, 78, 0, 2], 5003));
+    let listener = b.within(|| TcpListener::bind(addr)).expect("listen");
+    thread::scope(|s| {
+        let rx = s.spawn(|| {
+            let (mut st, _) = listener.accept().expect("accept");
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut got, mut first, mut last) = (0u64, None, Instant::now());
+            loop {
+                let k = st.read(&mut buf).expect("read");
+                if k == 0 {
+                    break;
+                }
+                first.get_or_insert_with(Instant::now);
+                if pattern.verify {
+                    h.update(&buf[..k]);
+                }
+                got += k as u64;
+                last = Instant::now();
+            }
+            Transfer {
+                bytes: got,
+                secs: last.duration_since(first.unwrap_or(last)).as_secs_f64(),
+                digest: h.finalize().into(),
+            }
+        });
+        a.within(|| {
+            let mut st =
+                TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+            let mut buf = vec![0u8; 256 << 10];
+            let mut pos = 0u64;
+            while pos < total {
+                let k = (total - pos).min(buf.len() as u64) as usize;
+                pattern.fill(pos, &mut buf[..k]);
+                st.write_all(&buf[..k]).expect("write");
+                pos += k as u64;
+            }
+        });
+        rx.join().expect("receiver")
+    })
+}

@@ -11,18 +11,77 @@ use super::policy::tx_vnet_hdr;
 use super::{TapVif, VifStats};
 use crate::frame::{Frame, FrameBatch, OffloadMeta};
 use crate::offload::{vnet_hdr_from_netif_tx, NetifGso, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
-use crate::tap::{Backpressure, TapQueue, TxBatchResult, TxFrame};
+use crate::tap::{Backpressure, TapError, TapQueue, TxBatchResult, TxFrame, TxRing};
 use crate::virtio_net_hdr::VirtioNetHdr;
 
 /// Frames per `write_batch` call (bounded stack arrays, no allocation).
 const CHUNK: usize = 64;
 
-/// Per-queue room to fix up a frame on a copy (rare: GSO from a frontend that did not
-/// mark it checksum-blank). Grows once to the largest such frame.
-#[derive(Default)]
+/// Per-queue state of the TX path: room to fix up a frame on a copy (rare: GSO from a
+/// frontend that did not mark it checksum-blank; grows once to the largest such frame),
+/// the segment coalescer, and the io_uring batches go through.
 pub(super) struct TxScratch {
     fixup: Mutex<Vec<u8>>,
     coalescer: Mutex<Coalescer>,
+    ring: Mutex<RingSlot>,
+}
+
+/// The queue's io_uring, made on first use.
+enum RingSlot {
+    Untried,
+    Ready(Box<TxRing>),
+    /// Turned off by configuration, or unavailable here: plain `writev`.
+    Off,
+}
+
+impl TxScratch {
+    pub(super) fn new(io_uring: bool) -> Self {
+        Self {
+            fixup: Mutex::default(),
+            coalescer: Mutex::default(),
+            ring: Mutex::new(if io_uring {
+                RingSlot::Untried
+            } else {
+                RingSlot::Off
+            }),
+        }
+    }
+
+    /// True if this queue writes through its io_uring.
+    pub(super) fn has_ring(&self) -> bool {
+        matches!(
+            *self.ring.lock().unwrap_or_else(PoisonError::into_inner),
+            RingSlot::Ready(_)
+        )
+    }
+
+    /// Writes `frames` to `q`, dropping what meets a full TAP: through the queue's
+    /// io_uring when there is one, else frame by frame.
+    fn write(&self, q: &TapQueue, frames: &[TxFrame<'_>]) -> Result<TxBatchResult, TapError> {
+        let mut slot = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        if let RingSlot::Untried = *slot {
+            *slot = match TxRing::new(q) {
+                Ok(r) => RingSlot::Ready(Box::new(r)),
+                Err(e) => {
+                    log::info!(
+                        "tap queue {}: no io_uring ({e}); writing frame by frame",
+                        q.index()
+                    );
+                    RingSlot::Off
+                }
+            };
+        }
+        match &mut *slot {
+            RingSlot::Ready(ring) => {
+                let r = q.write_batch_ring(ring, frames);
+                if ring.is_broken() {
+                    *slot = RingSlot::Off;
+                }
+                r
+            }
+            _ => q.write_batch(frames, Backpressure::Drop),
+        }
+    }
 }
 
 /// Frames of one chunk waiting for `write_batch`.
@@ -52,7 +111,7 @@ impl<'a> Pending<'a> {
     }
 
     /// Writes the chunk; never blocks (a full TAP drops and counts).
-    fn flush(&mut self, q: &TapQueue, stats: &VifStats) {
+    fn flush(&mut self, q: &TapQueue, scratch: &TxScratch, stats: &VifStats) {
         if self.len == 0 {
             return;
         }
@@ -67,7 +126,7 @@ impl<'a> Pending<'a> {
             f.hdr = *h;
             f.segs = &d[..];
         }
-        match q.write_batch(&frames[..self.len], Backpressure::Drop) {
+        match scratch.write(q, &frames[..self.len]) {
             Ok(r) => stats.count_written(&r),
             Err(e) => {
                 // The TAP failed (e.g. EIO while it is down): the chunk is lost.
@@ -100,7 +159,7 @@ pub(super) fn transmit(vif: &TapVif, q: &TapQueue, scratch: &TxScratch, frames: 
                 }
                 if !merge.is_empty() {
                     // The run ends here: what is queued before it, then the run.
-                    pending.flush(q, stats);
+                    pending.flush(q, scratch, stats);
                     write_run(q, &mut merge, stats);
                     if merge.offer(&f, hdr) == Offer::Merged {
                         continue;
@@ -108,12 +167,12 @@ pub(super) fn transmit(vif: &TapVif, q: &TapQueue, scratch: &TxScratch, frames: 
                 }
                 pending.push(hdr, f.data);
                 if pending.full() {
-                    pending.flush(q, stats);
+                    pending.flush(q, scratch, stats);
                 }
             }
             Ok(None) => {
                 // Keep the order: what is queued goes first.
-                pending.flush(q, stats);
+                pending.flush(q, scratch, stats);
                 write_run(q, &mut merge, stats);
                 write_fixed_up(q, scratch, f, stats);
             }
@@ -124,7 +183,7 @@ pub(super) fn transmit(vif: &TapVif, q: &TapQueue, scratch: &TxScratch, frames: 
             }
         }
     }
-    pending.flush(q, stats);
+    pending.flush(q, scratch, stats);
     write_run(q, &mut merge, stats);
 }
 
