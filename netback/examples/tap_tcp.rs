@@ -6,7 +6,8 @@
 //! (default 1 GB each way). `PVNET_GUEST_OFFLOADS=0` turns the guest's offloads off;
 //! `PVNET_MTU=N` sets the TAP/bridge MTU and the guest's MTU (jumbo frames);
 //! `PVNET_VERIFY=0` skips the receivers' SHA-256 (pure throughput, as iperf3 measures;
-//! the tests always verify); `PVNET_ONLY=to-guest|from-guest|veth` runs one leg.
+//! the tests always verify); `PVNET_ONLY=to-guest|from-guest|veth` runs one leg;
+//! `PVNET_IO_URING=0` makes the TAP port write frame by frame.
 
 #[path = "../tests/tapport_common/mod.rs"]
 mod tapport_common;
@@ -64,7 +65,11 @@ fn main() {
     if let Some(m) = mtu {
         host.ip(&["link", "set", BRIDGE, "mtu", &m.to_string()]);
     }
-    let dom0 = Dom0::new(&host, |c| c.mtu = mtu);
+    let io_uring = env_u64("PVNET_IO_URING") != Some(0);
+    let dom0 = Dom0::new(&host, |c| {
+        c.mtu = mtu;
+        c.tx_io_uring = io_uring;
+    });
     let mut cfg = front_cfg(offloads);
     if let Some(m) = mtu {
         cfg.mtu = m as usize + 14;

@@ -80,8 +80,14 @@ counters! {
     /// Malformed responses: bad id, offset or size past the page, too many slots, bad
     /// extra, runt frame, ring overflow.
     rx_errors,
-    /// Received frames whose blank checksum the driver filled in (smoltcp path).
+    /// Received frames whose blank checksum the driver filled in
+    /// ([`crate::Queue::recv_contiguous`] with `fill_blank_csum`).
     rx_csum_sw,
+    /// Received TCP/UDP frames without `NETRXF_csum_blank`/`NETRXF_data_validated`
+    /// whose checksum the driver verified in software (smoltcp path).
+    rx_csum_verified,
+    /// Received frames dropped because that check failed (smoltcp never saw them).
+    rx_csum_bad,
     /// Event-channel notifications sent for TX requests.
     tx_notify_sent,
     /// TX pushes that needed no notification (the backend was polling).

@@ -297,13 +297,31 @@ pub fn write_partial(head: &mut [u8], frame_len: usize) -> Option<L4Info> {
 
 /// True if the frame's TCP/UDP checksum verifies (UDP's 0 counts as valid).
 pub fn verify(frame: &[u8]) -> Option<bool> {
-    let info = parse_l4(frame, frame.len())?;
-    let stored = be16(frame, info.csum_off)?;
+    verify_pieces([frame], frame.len())
+}
+
+/// [`verify`] for a frame given as consecutive pieces, the first holding every header.
+/// `None`: not TCP/UDP over IPv4/IPv6, or the headers are not all in the first piece.
+pub fn verify_pieces<'a>(
+    pieces: impl IntoIterator<Item = &'a [u8]> + Clone,
+    frame_len: usize,
+) -> Option<bool> {
+    let head = pieces.clone().into_iter().next()?;
+    let info = parse_l4(head, frame_len)?;
+    let stored = be16(head, info.csum_off)?;
     if info.proto == IPPROTO_UDP && stored == 0 && info.ip == IpVersion::V4 {
         return Some(true);
     }
-    let (_, v) = compute_l4_pieces([frame], frame.len())?;
-    Some(v == stored)
+    let (_, v) = compute_l4_pieces(pieces, frame_len)?;
+    // 0x0000 and 0xffff are the two one's-complement zeros: a TCP sender whose sum
+    // comes to "negative zero" may send either (Linux sends 0xffff where `!fold`
+    // gives 0). UDP has no such choice: 0 means "no checksum", so 0xffff is sent.
+    let zero = |x: u16| if x == 0xffff { 0 } else { x };
+    Some(if info.proto == IPPROTO_TCP {
+        zero(v) == zero(stored)
+    } else {
+        v == stored
+    })
 }
 
 #[cfg(test)]
@@ -454,6 +472,30 @@ mod tests {
         let completed = !fold(sum_bytes(seg, 0));
         assert!(fill_checksum(&mut f));
         assert_eq!(u16::from_be_bytes([f[50], f[51]]), completed);
+    }
+
+    /// A segment whose checksum computes to 0x0000 verifies when the sender wrote the
+    /// other one's-complement zero, 0xffff (seen from Linux over a TAP).
+    #[test]
+    fn both_zeros_verify_for_tcp() {
+        let mut f = tcp4(&[0x11; 64], 0);
+        // Tune one payload word until the checksum comes out as 0x0000.
+        let at = f.len() - 2;
+        let mut found = false;
+        for w in 0..=u16::MAX {
+            f[at..].copy_from_slice(&w.to_be_bytes());
+            if let Some((off, 0)) = compute_l4_pieces([&f[..]], f.len()) {
+                f[off..off + 2].copy_from_slice(&0u16.to_be_bytes());
+                assert_eq!(verify(&f), Some(true));
+                f[off..off + 2].copy_from_slice(&0xffffu16.to_be_bytes());
+                assert_eq!(verify(&f), Some(true), "0xffff is the same zero");
+                f[off..off + 2].copy_from_slice(&0xfffeu16.to_be_bytes());
+                assert_eq!(verify(&f), Some(false));
+                found = true;
+                break;
+            }
+        }
+        assert!(found, "some payload word gives a zero checksum");
     }
 
     #[test]

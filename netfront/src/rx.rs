@@ -198,6 +198,38 @@ impl<C: EventChannel> RxQueue<C> {
         }
     }
 
+    /// Peek the next frame for a stack that leaves TCP/UDP checksums to the driver (the
+    /// smoltcp device). A frame the backend vouches for passes as it is, as Linux
+    /// netfront passes it up: `NETRXF_csum_blank` (its data never crossed a wire: the
+    /// checksum is blank, not wrong; `CHECKSUM_PARTIAL`) or `NETRXF_data_validated`
+    /// (checked already; `CHECKSUM_UNNECESSARY`). Any other TCP/UDP frame is verified
+    /// here, once, with the vectorised sum, and dropped if wrong (`rx_csum_bad`).
+    /// Frames that are not TCP/UDP (ARP, ICMP, ...) pass unchecked: their checksums
+    /// stay with the stack.
+    pub(crate) fn peek_verified(&mut self) -> Option<RxFrame> {
+        loop {
+            let frame = self.peek()?;
+            if frame.meta.csum_blank || frame.meta.data_validated {
+                return Some(frame);
+            }
+            let view = RxFrameRef {
+                pages: &self.pages,
+                frame: &frame,
+            };
+            match crate::csum::verify_pieces(view.segments(), view.len()) {
+                Some(true) => {
+                    self.counters.rx_csum_verified.add(1);
+                    return Some(frame);
+                }
+                Some(false) => {
+                    self.counters.rx_csum_bad.add(1);
+                    self.consume_peeked();
+                }
+                None => return Some(frame),
+            }
+        }
+    }
+
     /// Parse the next well-formed frame into `frame` (unless one is there already);
     /// true if there is one. Malformed chains met on the way are consumed and counted.
     #[inline]

@@ -678,3 +678,66 @@ fn blank_ipv6_checksum_is_completed_in_software_when_the_backend_cannot() {
     hs.into_iter().for_each(|h| h.join().unwrap());
     assert_eq!(nf.stats().tx_csum_sw, 1);
 }
+
+/// The smoltcp device takes frames the backend flags (`NETRXF_csum_blank`,
+/// `NETRXF_data_validated`) as they are, verifies every other TCP/UDP frame itself and
+/// drops a wrong one before smoltcp sees it.
+#[test]
+fn the_smoltcp_device_verifies_unflagged_checksums_and_trusts_flagged_ones() {
+    use smoltcp::phy::{Device, RxToken};
+    let (hv, doms) = setup(1);
+    let d = doms[0];
+    let (mut nf, mut vif) = connect(&hv, d, NetfrontConfig::default(), BackOpts::default());
+    let benv = hv.backend_env().unwrap();
+    let mut good = tcp4_frame(600, 1);
+    assert!(netfront::csum::fill_checksum(&mut good));
+    let mut bad = good.clone();
+    bad[500] ^= 0x5a;
+    // Headers in one page and payload in the next: verified across pages.
+    let mut big_good = tcp4_frame(6000, 2);
+    assert!(netfront::csum::fill_checksum(&mut big_good));
+    let mut big_bad = big_good.clone();
+    big_bad[5000] ^= 1;
+    let frame = |data: &Vec<u8>, csum_blank, data_validated| Frame {
+        data: data.clone(),
+        csum_blank,
+        data_validated,
+        gso: None,
+    };
+    let rx = &mut vif.queues[0].rx;
+    for f in [
+        frame(&bad, false, false),
+        frame(&bad, false, true),
+        frame(&bad, true, false),
+        frame(&big_bad, false, false),
+        frame(&good, false, false),
+        frame(&big_good, false, false),
+    ] {
+        assert!(rx.deliver(&benv, d, &f));
+    }
+    rx.push();
+    let q = nf.queue(0).unwrap();
+    let now = smoltcp::time::Instant::from_millis(0);
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < 4 && t0.elapsed() < Duration::from_secs(10) {
+        match q.receive(now) {
+            Some((rx, _tx)) => got.push(rx.consume(|b| b.to_vec())),
+            None => {
+                q.wait(Some(Duration::from_millis(10)));
+            }
+        }
+    }
+    assert_eq!(got.len(), 4, "four frames pass");
+    assert_eq!(got[0], bad, "data_validated: taken as it is");
+    assert_eq!(got[1], bad, "csum_blank: taken as it is");
+    assert_eq!(got[2], good);
+    assert_eq!(got[3], big_good);
+    assert!(
+        q.receive(now).is_none(),
+        "the wrong ones never reach the stack"
+    );
+    let st = q.stats();
+    assert_eq!((st.rx_csum_bad, st.rx_csum_verified), (2, 2), "{st:?}");
+    assert_eq!(st.rx_csum_sw, 0, "nothing filled in");
+}
