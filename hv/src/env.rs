@@ -177,6 +177,14 @@ pub trait GuestEnv: Send + Sync {
         count: usize,
         readonly: bool,
     ) -> Result<Vec<GrantedPage>, EnvError>;
+    /// True if every page [`GuestEnv::grant_pages`] returns lies in one mapping of
+    /// this domain's memory (its RAM), so that pages adjacent in memory may be read
+    /// through one slice. netfront then hands a multi-page frame that landed in
+    /// adjacent pages to its stack in place instead of through a staging copy. False
+    /// (the default) where each page is its own mapping (Linux `gntalloc`).
+    fn granted_pages_share_one_mapping(&self) -> bool {
+        false
+    }
     /// End access to granted pages and free them (`gnttab_end_foreign_access`).
     /// Refuses with [`EnvError::GrantInUse`] while the remote domain has one mapped.
     fn end_grants(&self, pages: Vec<GrantedPage>) -> Result<(), (EnvError, Vec<GrantedPage>)>;

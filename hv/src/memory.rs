@@ -161,7 +161,12 @@ impl FrameAllocator {
             return Err(MemoryError::Exhausted(self.total));
         }
         let at = free.len() - n;
-        Ok(free.split_off(at))
+        // Ascending: contiguous runs of frames come out as adjacent pages in order,
+        // which lets netfront read a frame spread over consecutive RX pages in place.
+        // (Allocation is rare: rings and buffers at connect time.)
+        let mut out = free.split_off(at);
+        out.sort_unstable();
+        Ok(out)
     }
 
     /// Return frames. The caller guarantees each was allocated and is returned once.
@@ -214,5 +219,15 @@ mod tests {
         assert_eq!(all, vec![10, 11, 12, 13, 14]);
         a.free(x);
         assert_eq!(a.available(), 3);
+    }
+
+    #[test]
+    fn frames_come_out_ascending_fresh_and_after_reuse() {
+        let a = FrameAllocator::new(100, 8);
+        let x = a.alloc(4).expect("4 free");
+        assert_eq!(x, vec![100, 101, 102, 103]);
+        a.free(x.iter().rev().copied());
+        let y = a.alloc(6).expect("6 free");
+        assert!(y.windows(2).all(|w| w[0] < w[1]), "{y:?}");
     }
 }

@@ -96,6 +96,11 @@ fn main() {
             st.offloads
         );
     }
+    let g = nf.stats();
+    println!(
+        "  guest: {} frames received, {} multi-page ones staged (not in place), {} checksums verified, {} bad",
+        g.rx_packets, g.rx_staged, g.rx_csum_verified, g.rx_csum_bad
+    );
     drop(nf);
     drop(dom0);
     drop(host);

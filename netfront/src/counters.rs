@@ -88,6 +88,10 @@ counters! {
     rx_csum_verified,
     /// Received frames dropped because that check failed (smoltcp never saw them).
     rx_csum_bad,
+    /// Multi-page frames handed over as one slice through the staging copy (their
+    /// pages were not adjacent: ring wrap-around, or an environment with one mapping
+    /// per page); the others were handed over in place.
+    rx_staged,
     /// Event-channel notifications sent for TX requests.
     tx_notify_sent,
     /// TX pushes that needed no notification (the backend was polling).

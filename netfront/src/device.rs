@@ -309,7 +309,8 @@ impl<E: GuestEnv> Netfront<E> {
                     counters.clone(),
                 )
             };
-            // SAFETY: as above; exactly NET_RX_RING_SIZE writable pages.
+            // SAFETY: as above; exactly NET_RX_RING_SIZE writable pages, from one
+            // grant_pages call, so the environment's one-mapping answer covers them.
             let mut rx = unsafe {
                 RxQueue::new(
                     rx_ring,
@@ -317,6 +318,7 @@ impl<E: GuestEnv> Netfront<E> {
                     self.cfg.rx_refill_batch,
                     rx_chan.clone(),
                     counters.clone(),
+                    self.env.granted_pages_share_one_mapping(),
                 )
             };
             rx.refill();

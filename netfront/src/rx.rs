@@ -16,7 +16,7 @@ use hv::env::{EventChannel, GrantedPage};
 
 use crate::counters::QueueCounters;
 use crate::meta::RxMeta;
-use crate::rxparse::{self, ParseOutcome, RxFrame};
+use crate::rxparse::{self, ParseOutcome, RxFrame, RxSeg};
 
 /// A received frame, borrowed in place from the granted buffer pages.
 pub struct RxFrameRef<'a> {
@@ -99,6 +99,10 @@ pub struct RxQueue<C> {
     frame: RxFrame,
     /// Contiguous staging for multi-page frames handed to a contiguous-buffer API.
     scratch: Vec<u8>,
+    /// The environment put every buffer page in one mapping
+    /// (`GuestEnv::granted_pages_share_one_mapping`): a frame in adjacent pages can be
+    /// handed over in place.
+    one_mapping: bool,
 }
 
 impl<C: EventChannel> RxQueue<C> {
@@ -108,13 +112,15 @@ impl<C: EventChannel> RxQueue<C> {
     /// `ring_page.ptr` must be a 4 KiB page granted to the backend and already
     /// initialised with `SHARED_RING_INIT`; `pages` must be exactly
     /// `NET_RX_RING_SIZE` 4 KiB pages granted writable to the backend; all must stay
-    /// valid until [`RxQueue::into_pages`].
+    /// valid until [`RxQueue::into_pages`]. With `one_mapping`, all of `pages` must
+    /// lie in one mapping (one allocation).
     pub(crate) unsafe fn new(
         ring_page: GrantedPage,
         pages: Vec<GrantedPage>,
         refill_batch: u32,
         chan: Arc<C>,
         counters: Arc<QueueCounters>,
+        one_mapping: bool,
     ) -> Self {
         debug_assert_eq!(pages.len(), NET_RX_RING_SIZE as usize);
         // SAFETY: forwarded contract.
@@ -130,6 +136,7 @@ impl<C: EventChannel> RxQueue<C> {
             peeked: false,
             frame: RxFrame::EMPTY,
             scratch: Vec::new(),
+            one_mapping,
         }
     }
 
@@ -330,6 +337,7 @@ impl<C: EventChannel> RxQueue<C> {
             }
             f(bytes, frame.meta)
         } else {
+            counters.rx_staged.add(1);
             let mut scratch = self.take_scratch();
             let len = RxFrameRef {
                 pages: &self.pages,
@@ -347,26 +355,62 @@ impl<C: EventChannel> RxQueue<C> {
         Some(r)
     }
 
-    /// The peeked frame's bytes, mutable (to fill in a blank checksum in place).
-    /// Single-page frames only.
+    /// The peeked frame's bytes as one mutable slice, in place: a single-page frame,
+    /// or (when the pages share one mapping) a frame whose segments follow each other
+    /// in memory. `None` otherwise (the caller stages a copy).
+    ///
+    /// A GSO frame's extra takes the slot after its first data slot, so its data pages
+    /// are k, k+2, k+3, ...: the first segment (at most a page) is moved into the
+    /// extra's page k+1, which is free and sits right below page k+2, and the frame
+    /// is read from there: one page copied instead of the whole frame.
     pub(crate) fn peeked_contiguous_mut(&mut self) -> Option<&mut [u8]> {
         if !self.peeked {
             return None;
         }
-        let [s] = self.frame.segs() else {
-            return None;
-        };
-        // SAFETY: as in RxFrameRef::segments (checked bounds, page ours until
-        // reposted); the `&mut self` borrow makes this the only reference.
-        Some(unsafe {
-            core::slice::from_raw_parts_mut(
-                self.pages[usize::from(s.slot)]
-                    .ptr
-                    .as_ptr()
-                    .add(usize::from(s.offset)),
-                usize::from(s.len),
-            )
-        })
+        let segs = self.frame.segs();
+        let first = *segs.first()?;
+        let page = |slot: usize| self.pages[slot].ptr.as_ptr();
+        // The page pointer plus an offset rxparse checked to be inside the page.
+        let seg_ptr = |s: &RxSeg| page(usize::from(s.slot)).wrapping_add(usize::from(s.offset));
+        let mut start = seg_ptr(&first);
+        if let Some(second) = segs.get(1) {
+            if !self.one_mapping {
+                return None;
+            }
+            let mut end = seg_ptr(second).wrapping_add(usize::from(second.len));
+            for s in &segs[2..] {
+                if seg_ptr(s) != end {
+                    return None;
+                }
+                end = end.wrapping_add(usize::from(s.len));
+            }
+            let ring = NET_RX_RING_SIZE as usize;
+            let gap = (usize::from(first.slot) + 1) % ring;
+            if start.wrapping_add(usize::from(first.len)) == seg_ptr(second) {
+                // Adjacent already.
+            } else if usize::from(second.slot) == (gap + 1) % ring
+                && second.offset == 0
+                && page(gap).wrapping_add(crate::PAGE_SIZE) == seg_ptr(second)
+            {
+                let dst = page(gap).wrapping_add(crate::PAGE_SIZE - usize::from(first.len));
+                // SAFETY: the source is the first segment (inside its page, checked by
+                // rxparse); the destination is the last `first.len` bytes of the page
+                // of slot `gap`, which lies in this frame's chain between two data
+                // slots, so it held the extra and its buffer is unused and ours until
+                // reposted. Distinct pages: no overlap.
+                unsafe { core::ptr::copy_nonoverlapping(start, dst, usize::from(first.len)) };
+                start = dst;
+            } else {
+                return None;
+            }
+        }
+        // SAFETY: every segment lies inside its page and the pages are ours until
+        // reposted. With several segments, the checks above established that
+        // [start, start + len) is covered exactly by the (possibly moved) first segment
+        // and the following segments, each starting where the previous ends, and
+        // `one_mapping` (the environment's word) says all pages lie in one mapping, so
+        // the range is inside one allocation. `&mut self` makes this the only reference.
+        Some(unsafe { core::slice::from_raw_parts_mut(start, self.frame.len) })
     }
 
     /// The staging buffer, large enough for any frame (grown once, then reused).

@@ -314,6 +314,11 @@ impl GuestEnv for RemoteGuestEnv {
         self.info.domid
     }
 
+    /// Granted pages are frames of the guest's RAM, one mapping.
+    fn granted_pages_share_one_mapping(&self) -> bool {
+        true
+    }
+
     fn grant_pages(
         &self,
         remote: DomId,

@@ -205,7 +205,14 @@ impl Dom0 {
         tweak(&mut cfg);
         let port = Arc::new(TapPort::new(cfg));
         let hv = Hypervisor::new().expect("hypervisor");
-        let nb_cfg = NetbackConfig::new(port.clone());
+        let mut nb_cfg = NetbackConfig::new(port.clone());
+        // Benchmarks and examples may try other polling budgets.
+        if let Some(p) = std::env::var("PVNET_BUSY_POLL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            nb_cfg.busy_poll = p;
+        }
         let netback = Netback::start(hv.backend_env().expect("dom0 env"), nb_cfg).expect("netback");
         let store = hv.store(0).expect("dom0 store");
         Self {
