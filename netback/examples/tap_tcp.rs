@@ -7,7 +7,8 @@
 //! `PVNET_MTU=N` sets the TAP/bridge MTU and the guest's MTU (jumbo frames);
 //! `PVNET_VERIFY=0` skips the receivers' SHA-256 (pure throughput, as iperf3 measures;
 //! the tests always verify); `PVNET_ONLY=to-guest|from-guest|veth` runs one leg;
-//! `PVNET_IO_URING=0` makes the TAP port write frame by frame.
+//! `PVNET_IO_URING=0` makes the TAP port write frame by frame; `PVNET_CC=cubic|bbr|reno`
+//! sets the kernel senders' congestion control (default: the kernel's).
 
 #[path = "../tests/tapport_common/mod.rs"]
 mod tapport_common;
@@ -48,6 +49,9 @@ fn main() {
     let mtu = env_u64("PVNET_MTU").map(|m| m as u32);
     let mut pattern = Pattern::new(0xbeef);
     pattern.verify = env_u64("PVNET_VERIFY") != Some(0);
+    // The kernel senders' congestion control (e.g. cubic, Linux's stock default).
+    let cc = std::env::var("PVNET_CC").ok();
+    pattern.sender_cc = cc.map(|c| &*Box::leak(c.into_boxed_str()));
     let digest = if pattern.verify {
         pattern.digest(total)
     } else {

@@ -28,6 +28,9 @@ pub struct Pattern {
     /// Receivers hash what they get (tests); off for throughput runs, where the hash
     /// would be the bottleneck (benchmarks only: tests always verify).
     pub verify: bool,
+    /// Congestion control of the kernel sockets that send it (`TCP_CONGESTION`);
+    /// `None`: the namespace's default (on this machine's kernel, bbr).
+    pub sender_cc: Option<&'static str>,
 }
 
 impl Pattern {
@@ -45,6 +48,7 @@ impl Pattern {
         Self {
             block: Arc::new(block),
             verify: true,
+            sender_cc: None,
         }
     }
 
@@ -132,6 +136,9 @@ pub fn kernel_to_guest(
                 };
                 st.set_write_timeout(Some(Duration::from_secs(30)))
                     .expect("write timeout");
+                if let Some(cc) = pattern.sender_cc {
+                    set_congestion_control(&st, cc);
+                }
                 let mut buf = vec![0u8; 256 << 10];
                 let mut pos = 0u64;
                 while pos < total {
@@ -357,6 +364,9 @@ pub fn veth(total: u64, pattern: &Pattern) -> Transfer {
         a.within(|| {
             let mut st =
                 TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+            if let Some(cc) = pattern.sender_cc {
+                set_congestion_control(&st, cc);
+            }
             let mut buf = vec![0u8; 256 << 10];
             let mut pos = 0u64;
             while pos < total {
@@ -368,4 +378,25 @@ pub fn veth(total: u64, pattern: &Pattern) -> Transfer {
         });
         rx.join().expect("receiver")
     })
+}
+
+/// `TCP_CONGESTION` on a kernel socket (root may pick any available algorithm).
+pub fn set_congestion_control(st: &TcpStream, cc: &str) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads `cc.len()` bytes from a valid buffer.
+    let rc = unsafe {
+        libc::setsockopt(
+            st.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_ptr().cast(),
+            cc.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "TCP_CONGESTION {cc}: {}",
+        std::io::Error::last_os_error()
+    );
 }
