@@ -213,6 +213,7 @@ impl<C: EventChannel> RxQueue<C> {
     /// here, once, with the vectorised sum, and dropped if wrong (`rx_csum_bad`).
     /// Frames that are not TCP/UDP (ARP, ICMP, ...) pass unchecked: their checksums
     /// stay with the stack.
+    #[cfg(feature = "smoltcp")]
     pub(crate) fn peek_verified(&mut self) -> Option<RxFrame> {
         loop {
             let frame = self.peek()?;
