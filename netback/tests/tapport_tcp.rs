@@ -214,6 +214,13 @@ fn tcp_both_ways_with_offloads() {
     // The guest's MSS-sized segments reached the kernel merged into GSO super-frames
     // (and still byte-exact, checked above).
     assert!(o.port.to_host_coalesced > 0, "{:?}", o.port);
+    // Guest → host batches went through the TAP queue's io_uring, unless this kernel
+    // refused it (then the port says why and wrote frame by frame).
+    assert!(
+        o.port.io_uring_queues > 0 || o.port.io_uring_unavailable.is_some(),
+        "{:?}",
+        o.port
+    );
     let _ = (o.to_guest, o.to_kernel);
 }
 
@@ -231,6 +238,8 @@ fn tcp_both_ways_without_offloads() {
         bytes_each_way(),
     );
     assert_eq!(o.port.offloads, Offloads::NONE);
+    // io_uring was turned off for this run: no ring, and no complaint about it.
+    assert_eq!((o.port.io_uring_queues, &o.port.io_uring_unavailable), (0, &None));
     // No frame above the MTU, none with a blank checksum for the guest.
     let avg = o.port.from_host_bytes / o.port.from_host_frames.max(1);
     assert!(avg <= 1514, "{:?}", o.port);

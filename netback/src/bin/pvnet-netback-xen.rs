@@ -144,6 +144,9 @@ fn status_line(v: &VifInfo, tap: &TapPort) -> String {
             st.to_guest_segmented,
             st.io_uring_queues,
         ));
+        if let Some(why) = &st.io_uring_unavailable {
+            s.push_str(&format!(" tap-io-uring-off=\"{why}\""));
+        }
     } else if let Some(why) = tap.failure(v.id) {
         s.push_str(&format!(" tap-failed=\"{why}\""));
     }

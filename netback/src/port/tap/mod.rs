@@ -104,6 +104,9 @@ pub struct TapVifStats {
     /// TAP queues whose guest → host writes go through an io_uring (the others, if
     /// any, write frame by frame: io_uring off, unavailable, or not used yet).
     pub io_uring_queues: usize,
+    /// Why io_uring is not in use although it was asked for (the first queue's
+    /// reason), e.g. the kernel refused it.
+    pub io_uring_unavailable: Option<String>,
     /// Guest frames written to the TAP.
     pub to_host_frames: u64,
     /// Their bytes (vnet header excluded).
@@ -226,6 +229,7 @@ impl TapVif {
             offloads: self.tap.offloads(),
             queues: self.tap.queues().len(),
             io_uring_queues: self.scratch.iter().filter(|s| s.has_ring()).count(),
+            io_uring_unavailable: self.scratch.iter().find_map(|s| s.ring_unavailable()),
             to_host_frames: g(&s.to_host_frames),
             to_host_bytes: q.tx_bytes,
             to_host_dropped: g(&s.to_host_dropped),

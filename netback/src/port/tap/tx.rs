@@ -30,8 +30,8 @@ pub(super) struct TxScratch {
 enum RingSlot {
     Untried,
     Ready(Box<TxRing>),
-    /// Turned off by configuration, or unavailable here: plain `writev`.
-    Off,
+    /// Turned off by configuration, or unavailable here (why): plain `writev`.
+    Off(Option<String>),
 }
 
 impl TxScratch {
@@ -42,7 +42,7 @@ impl TxScratch {
             ring: Mutex::new(if io_uring {
                 RingSlot::Untried
             } else {
-                RingSlot::Off
+                RingSlot::Off(None)
             }),
         }
     }
@@ -55,6 +55,14 @@ impl TxScratch {
         )
     }
 
+    /// Why this queue writes frame by frame although io_uring was asked for.
+    pub(super) fn ring_unavailable(&self) -> Option<String> {
+        match &*self.ring.lock().unwrap_or_else(PoisonError::into_inner) {
+            RingSlot::Off(why) => why.clone(),
+            _ => None,
+        }
+    }
+
     /// Writes `frames` to `q`, dropping what meets a full TAP: through the queue's
     /// io_uring when there is one, else frame by frame.
     fn write(&self, q: &TapQueue, frames: &[TxFrame<'_>]) -> Result<TxBatchResult, TapError> {
@@ -63,11 +71,11 @@ impl TxScratch {
             *slot = match TxRing::new(q) {
                 Ok(r) => RingSlot::Ready(Box::new(r)),
                 Err(e) => {
-                    log::info!(
+                    log::warn!(
                         "tap queue {}: no io_uring ({e}); writing frame by frame",
                         q.index()
                     );
-                    RingSlot::Off
+                    RingSlot::Off(Some(e.to_string()))
                 }
             };
         }
@@ -75,7 +83,9 @@ impl TxScratch {
             RingSlot::Ready(ring) => {
                 let r = q.write_batch_ring(ring, frames);
                 if ring.is_broken() {
-                    *slot = RingSlot::Off;
+                    *slot = RingSlot::Off(Some(
+                        "the kernel refused io_uring_enter or RWF_NOWAIT on this TAP".into(),
+                    ));
                 }
                 r
             }
