@@ -467,6 +467,9 @@ fn a_ring_made_for_another_queue_falls_back_to_plain_writes() {
         ring.is_broken(),
         "the caller is told to drop the mismatched ring"
     );
+    assert!(ring
+        .broken_reason()
+        .is_some_and(|w| w.contains("made for fd")));
     for _ in 0..3 {
         assert_eq!(
             recv(&b1).expect("frame on queue 1").len(),

@@ -239,7 +239,10 @@ fn tcp_both_ways_without_offloads() {
     );
     assert_eq!(o.port.offloads, Offloads::NONE);
     // io_uring was turned off for this run: no ring, and no complaint about it.
-    assert_eq!((o.port.io_uring_queues, &o.port.io_uring_unavailable), (0, &None));
+    assert_eq!(
+        (o.port.io_uring_queues, &o.port.io_uring_unavailable),
+        (0, &None)
+    );
     // No frame above the MTU, none with a blank checksum for the guest.
     let avg = o.port.from_host_bytes / o.port.from_host_frames.max(1);
     assert!(avg <= 1514, "{:?}", o.port);

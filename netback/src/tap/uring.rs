@@ -38,6 +38,8 @@ pub struct TxRing {
     iovs: Vec<libc::iovec>,
     hdrs: Vec<[u8; VNET_HDR_LEN]>,
     broken: bool,
+    /// Why the ring broke (for the operator).
+    broken_why: Option<String>,
 }
 
 // SAFETY: the raw pointers in `iovs` are only meaningful during one `write_batch_ring`
@@ -82,6 +84,7 @@ impl TxRing {
             iovs: Vec::with_capacity(RING_ENTRIES * 2),
             hdrs: vec![[0; VNET_HDR_LEN]; RING_ENTRIES],
             broken: false,
+            broken_why: None,
         })
     }
 
@@ -90,6 +93,16 @@ impl TxRing {
     /// [`TapQueue::write_batch`].
     pub fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// Why the ring broke, once [`TxRing::is_broken`].
+    pub fn broken_reason(&self) -> Option<&str> {
+        self.broken_why.as_deref()
+    }
+
+    fn break_with(&mut self, why: String) {
+        self.broken = true;
+        self.broken_why.get_or_insert(why);
     }
 }
 
@@ -129,8 +142,14 @@ impl TapQueue {
         ring: &mut TxRing,
         frames: &[TxFrame<'_>],
     ) -> Result<TxBatchResult, TapError> {
-        if ring.broken || ring.fd != self.as_raw_fd() {
-            ring.broken = true;
+        if ring.fd != self.as_raw_fd() {
+            ring.break_with(format!(
+                "the ring was made for fd {}, not this queue's fd {}",
+                ring.fd,
+                self.as_raw_fd()
+            ));
+        }
+        if ring.broken {
             return self.write_batch(frames, super::Backpressure::Drop);
         }
         let mut res = TxBatchResult::default();
@@ -239,7 +258,7 @@ impl TapQueue {
                         "tap queue {}: io_uring_enter failed ({e}); using writev from now on",
                         self.index()
                     );
-                    ring.broken = true;
+                    ring.break_with(format!("io_uring_enter failed: {e}"));
                     break;
                 }
             }
@@ -285,7 +304,9 @@ impl TapQueue {
                     d.tx_errors += 1;
                 }
                 Some(Completion::Unsupported) => {
-                    ring.broken = true;
+                    ring.break_with(
+                        "this kernel's TAP does not take RWF_NOWAIT writes (EOPNOTSUPP)".into(),
+                    );
                     match self.write_batch(std::slice::from_ref(f), super::Backpressure::Drop) {
                         Ok(r) => {
                             res.sent += r.sent;

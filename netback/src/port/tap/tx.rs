@@ -83,9 +83,9 @@ impl TxScratch {
             RingSlot::Ready(ring) => {
                 let r = q.write_batch_ring(ring, frames);
                 if ring.is_broken() {
-                    *slot = RingSlot::Off(Some(
-                        "the kernel refused io_uring_enter or RWF_NOWAIT on this TAP".into(),
-                    ));
+                    let why = ring.broken_reason().unwrap_or("the ring broke").to_string();
+                    log::warn!("tap queue {}: {why}; writing frame by frame", q.index());
+                    *slot = RingSlot::Off(Some(why));
                 }
                 r
             }
