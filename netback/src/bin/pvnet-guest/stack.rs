@@ -26,12 +26,11 @@ pub const ECHO_PORT: u16 = 7;
 pub const DISCARD_PORT: u16 = 9;
 /// Sockets kept listening per service (connections that may be mid-handshake at once).
 const BACKLOG: usize = 4;
-/// Receive buffer of every TCP socket: the window the guest advertises. 65535 bytes
-/// keeps window scaling off: smoltcp 0.12 can move a scaled window's right edge back
-/// and then panic when the peer fills the old edge ("attempt to subtract sequence
-/// numbers with underflow", smoltcp issue #1048; fixed in 0.13), which a slow or
-/// descheduled receiver runs into (seen in `daemon_kill` under load).
-const RX_BUFFER: usize = 65535;
+/// Receive buffer of every TCP socket: the window the guest advertises (scaled).
+/// Needs smoltcp >= 0.13: 0.12 could move a scaled window's right edge back and then
+/// panic when the peer filled the old edge (issue #1048, seen in `daemon_kill` under
+/// load); 0.13 trims such bytes to the advertised window instead.
+const RX_BUFFER: usize = 256 * 1024;
 /// Send buffer of senders and the echo service.
 const TX_BUFFER: usize = 256 * 1024;
 /// A service connection whose peer went silent (e.g. killed) is probed this often...
