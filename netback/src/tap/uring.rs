@@ -161,11 +161,7 @@ impl TapQueue {
             let (chunk, tail) = rest.split_at(n);
             rest = tail;
             if ring.broken {
-                let r = self.write_batch(chunk, super::Backpressure::Drop)?;
-                res.sent += r.sent;
-                res.rejected += r.rejected;
-                res.dropped += r.dropped;
-                res.blocked |= r.blocked;
+                self.write_plain(chunk, &mut res, &mut failure);
                 continue;
             }
             self.submit_chunk(ring, chunk, &mut res, &mut d, &mut failure);
@@ -174,6 +170,27 @@ impl TapQueue {
         match failure {
             Some(e) => Err(e),
             None => Ok(res),
+        }
+    }
+
+    /// `frames` the plain way (`write_batch`, one `writev` each), adding to `res`; a hard
+    /// error is kept in `failure`.
+    fn write_plain(
+        &self,
+        frames: &[TxFrame<'_>],
+        res: &mut TxBatchResult,
+        failure: &mut Option<TapError>,
+    ) {
+        match self.write_batch(frames, super::Backpressure::Drop) {
+            Ok(r) => {
+                res.sent += r.sent;
+                res.rejected += r.rejected;
+                res.dropped += r.dropped;
+                res.blocked |= r.blocked;
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
         }
     }
 
@@ -195,10 +212,10 @@ impl TapQueue {
         ring.iovs.reserve(need);
         let mut lens = [0usize; RING_ENTRIES];
         let mut queued = 0usize;
-        let mut oversized = [false; RING_ENTRIES];
+        let mut write_plainly = [false; RING_ENTRIES];
         for (i, f) in chunk.iter().enumerate() {
             if f.segs.len() > MAX_TX_SEGMENTS {
-                oversized[i] = true;
+                write_plainly[i] = true;
                 continue;
             }
             ring.hdrs[i] = f.hdr.to_bytes();
@@ -231,7 +248,7 @@ impl TapQueue {
             let pushed = unsafe { ring.ring.submission().push(&entry) };
             if pushed.is_err() {
                 // Cannot happen (see above); write it the plain way rather than lose it.
-                oversized[i] = true;
+                write_plainly[i] = true;
                 continue;
             }
             queued += 1;
@@ -273,19 +290,9 @@ impl TapQueue {
             }
         }
         for (i, f) in chunk.iter().enumerate() {
-            if oversized[i] {
+            if write_plainly[i] {
                 // Over the segment limit, or not queued: the plain path decides.
-                match self.write_batch(std::slice::from_ref(f), super::Backpressure::Drop) {
-                    Ok(r) => {
-                        res.sent += r.sent;
-                        res.rejected += r.rejected;
-                        res.dropped += r.dropped;
-                        res.blocked |= r.blocked;
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
-                }
+                self.write_plain(std::slice::from_ref(f), res, failure);
                 continue;
             }
             match outcome[i].take() {
@@ -307,17 +314,7 @@ impl TapQueue {
                     ring.break_with(
                         "this kernel's TAP does not take RWF_NOWAIT writes (EOPNOTSUPP)".into(),
                     );
-                    match self.write_batch(std::slice::from_ref(f), super::Backpressure::Drop) {
-                        Ok(r) => {
-                            res.sent += r.sent;
-                            res.rejected += r.rejected;
-                            res.dropped += r.dropped;
-                            res.blocked |= r.blocked;
-                        }
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                        }
-                    }
+                    self.write_plain(std::slice::from_ref(f), res, failure);
                 }
                 Some(Completion::Failed(e)) => {
                     // Like `write_batch`, a hard error ends the batch: the frames after
