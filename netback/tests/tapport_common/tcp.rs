@@ -136,17 +136,7 @@ pub fn kernel_to_guest(
                 };
                 st.set_write_timeout(Some(Duration::from_secs(30)))
                     .expect("write timeout");
-                if let Some(cc) = pattern.sender_cc {
-                    set_congestion_control(&st, cc);
-                }
-                let mut buf = vec![0u8; 256 << 10];
-                let mut pos = 0u64;
-                while pos < total {
-                    let k = (total - pos).min(buf.len() as u64) as usize;
-                    pattern.fill(pos, &mut buf[..k]);
-                    st.write_all(&buf[..k]).expect("kernel send");
-                    pos += k as u64;
-                }
+                kernel_send(&mut st, pattern, total);
                 st.shutdown(std::net::Shutdown::Write).expect("shutdown");
                 // Keep the socket until the guest has everything.
                 let mut rest = [0u8; 16];
@@ -261,28 +251,7 @@ pub fn guest_to_kernel(
             st.set_nonblocking(false).expect("blocking");
             st.set_read_timeout(Some(Duration::from_secs(30)))
                 .expect("read timeout");
-            let mut hash = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut got = 0u64;
-            let mut first: Option<Instant> = None;
-            let mut last = Instant::now();
-            loop {
-                let k = st.read(&mut buf).expect("kernel recv");
-                if k == 0 {
-                    break;
-                }
-                first.get_or_insert_with(Instant::now);
-                if pattern.verify {
-                    hash.update(&buf[..k]);
-                }
-                got += k as u64;
-                last = Instant::now();
-            }
-            Transfer {
-                bytes: got,
-                secs: last.duration_since(first.unwrap_or(last)).as_secs_f64(),
-                digest: hash.finalize().into(),
-            }
+            kernel_receive(&mut st, pattern)
         });
         let mut sent = 0u64;
         let mut closed = false;
@@ -340,44 +309,56 @@ pub fn veth(total: u64, pattern: &Pattern) -> Transfer {
     thread::scope(|s| {
         let rx = s.spawn(|| {
             let (mut st, _) = listener.accept().expect("accept");
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let (mut got, mut first, mut last) = (0u64, None, Instant::now());
-            loop {
-                let k = st.read(&mut buf).expect("read");
-                if k == 0 {
-                    break;
-                }
-                first.get_or_insert_with(Instant::now);
-                if pattern.verify {
-                    h.update(&buf[..k]);
-                }
-                got += k as u64;
-                last = Instant::now();
-            }
-            Transfer {
-                bytes: got,
-                secs: last.duration_since(first.unwrap_or(last)).as_secs_f64(),
-                digest: h.finalize().into(),
-            }
+            kernel_receive(&mut st, pattern)
         });
         a.within(|| {
             let mut st =
                 TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-            if let Some(cc) = pattern.sender_cc {
-                set_congestion_control(&st, cc);
-            }
-            let mut buf = vec![0u8; 256 << 10];
-            let mut pos = 0u64;
-            while pos < total {
-                let k = (total - pos).min(buf.len() as u64) as usize;
-                pattern.fill(pos, &mut buf[..k]);
-                st.write_all(&buf[..k]).expect("write");
-                pos += k as u64;
-            }
+            kernel_send(&mut st, pattern, total);
         });
         rx.join().expect("receiver")
     })
+}
+
+/// A kernel socket sends `total` bytes of `pattern` (with the pattern's congestion
+/// control, if it names one).
+fn kernel_send(st: &mut TcpStream, pattern: &Pattern, total: u64) {
+    if let Some(cc) = pattern.sender_cc {
+        set_congestion_control(st, cc);
+    }
+    let mut buf = vec![0u8; 256 << 10];
+    let mut pos = 0u64;
+    while pos < total {
+        let k = (total - pos).min(buf.len() as u64) as usize;
+        pattern.fill(pos, &mut buf[..k]);
+        st.write_all(&buf[..k]).expect("kernel send");
+        pos += k as u64;
+    }
+}
+
+/// A kernel socket reads until EOF, hashing if the pattern says so; timed from the
+/// first byte to the last.
+fn kernel_receive(st: &mut TcpStream, pattern: &Pattern) -> Transfer {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut got, mut first, mut last) = (0u64, None, Instant::now());
+    loop {
+        let k = st.read(&mut buf).expect("kernel recv");
+        if k == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        if pattern.verify {
+            hash.update(&buf[..k]);
+        }
+        got += k as u64;
+        last = Instant::now();
+    }
+    Transfer {
+        bytes: got,
+        secs: last.duration_since(first.unwrap_or(last)).as_secs_f64(),
+        digest: hash.finalize().into(),
+    }
 }
 
 /// `TCP_CONGESTION` on a kernel socket (root may pick any available algorithm).
