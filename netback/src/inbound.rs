@@ -91,13 +91,7 @@ impl Inbound {
             }
             self.queued.store(fifo.ready.len(), Ordering::Release);
         }
-        if dropped != 0 {
-            self.dropped.fetch_add(dropped, Ordering::Relaxed);
-        }
-        if queued != 0 {
-            self.wake();
-        }
-        queued
+        self.pushed(queued, dropped)
     }
 
     /// Queue `count` frames without copying them: for frame `j`, `fill(j, frame)` moves
@@ -133,6 +127,11 @@ impl Inbound {
             }
             self.queued.store(fifo.ready.len(), Ordering::Release);
         }
+        self.pushed(queued, dropped)
+    }
+
+    /// After a push: count the drops, wake the consumer if anything was queued.
+    fn pushed(&self, queued: usize, dropped: usize) -> usize {
         if dropped != 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
