@@ -28,6 +28,20 @@ fn seg(dir: CopyDir, domid: u16, gref: u32, offset: u16, len: u16, local: *mut u
 /// copied under one pin of it; each keeps its own argument check and status, other
 /// grants and domains interleaved in the batch are served as before, and nothing is
 /// left pinned afterwards.
+/// After a copy, no grant of `pages` is still pinned for reading or writing.
+fn assert_nothing_pinned(hv: &Hypervisor, d: u16, pages: &[hv::env::GrantedPage]) {
+    let dom = hv.domain(d).expect("dom");
+    for p in pages {
+        let a = dom.active_grants().active_entry(p.gref).expect("entry");
+        assert_eq!(
+            (a.readers, a.writers),
+            (0, 0),
+            "ref {} still pinned",
+            p.gref
+        );
+    }
+}
+
 #[test]
 fn grant_copy_runs_on_one_grant_keep_per_segment_status() {
     let hv = Hypervisor::new().expect("hv");
@@ -91,16 +105,7 @@ fn grant_copy_runs_on_one_grant_keep_per_segment_status() {
         "failed segments copy nothing"
     );
     assert!(local[67 * 64..68 * 64].iter().all(|&b| b == 2));
-    let dom = hv.domain(d).expect("dom");
-    for p in &pages {
-        let a = dom.active_grants().active_entry(p.gref).expect("entry");
-        assert_eq!(
-            (a.readers, a.writers),
-            (0, 0),
-            "ref {} still pinned",
-            p.gref
-        );
-    }
+    assert_nothing_pinned(&hv, d, &pages);
     // A run on a revoked grant fails as a whole, with the grant's status.
     let gone = pages[1].gref;
     guest.end_grants(pages).expect("not in use");
@@ -170,16 +175,7 @@ fn long_batch_of_distinct_grants_copies_each_and_leaves_nothing_pinned() {
         let got = unsafe { core::slice::from_raw_parts(p.ptr.as_ptr().add(off), 8) };
         assert!(got.iter().all(|&b| b == i as u8), "segment {i}: {got:?}");
     }
-    let dom = hv.domain(d).expect("dom");
-    for p in &pages {
-        let a = dom.active_grants().active_entry(p.gref).expect("entry");
-        assert_eq!(
-            (a.readers, a.writers),
-            (0, 0),
-            "ref {} still pinned",
-            p.gref
-        );
-    }
+    assert_nothing_pinned(&hv, d, &pages);
     // Nothing pinned, so the guest can revoke every grant.
     guest.end_grants(pages).expect("not in use");
 }
