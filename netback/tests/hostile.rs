@@ -192,6 +192,18 @@ fn fatal_rules_disable_only_the_offending_vif() {
     b.expect_fatal(f, "bad gref", |e| {
         matches!(e, FatalError::GrantCopy { gref: 9999, .. })
     });
+    // A bad gref far into one published batch, past the first copy chunk (~48 KiB):
+    // the packets before it are copied and answered, then the vif is disabled.
+    let mut f = b.hostile();
+    let g = f.queues[0].tx_bufs[0].gref;
+    let mut reqs: Vec<_> = (0..40).map(|i| req(g, 0, 0, i, 1500)).collect();
+    reqs.push(req(9999, 0, 0, 40, 1500));
+    f.send_raw(0, &reqs);
+    let r = f.tx_responses(0, 32);
+    assert!(r.iter().all(|x| x.status == NETIF_RSP_OKAY), "{r:?}");
+    b.expect_fatal(f, "bad gref in a later chunk", |e| {
+        matches!(e, FatalError::GrantCopy { gref: 9999, .. })
+    });
     let mut f = b.hostile();
     let pages = f.env.grant_pages(0, 1, true).unwrap();
     let revoked = pages[0].gref;
