@@ -69,6 +69,7 @@ mod bits;
 mod domain;
 mod error;
 mod hub;
+pub mod poll;
 mod port;
 
 #[cfg(feature = "std")]
@@ -81,6 +82,7 @@ pub use bits::{
 };
 pub use error::{errno, EvtchnError};
 pub use hub::EventChannels;
+pub use poll::{PollBudget, WaitOutcome, DEFAULT_POLL_WORTH, POLL_GROW_START};
 pub use port::{
     Notifier, PortState, EVTCHNSTAT_CLOSED, EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_UNBOUND,
 };

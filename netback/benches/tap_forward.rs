@@ -26,11 +26,15 @@
 //! namespaces with the same sender and receiver. Receivers do not hash here (as iperf3;
 //! the `tapport_tcp` tests do). Kernel → guest and the veth pair run twice when the
 //! kernel's default congestion control is not cubic: once with the default (bbr on
-//! this machine: it paces to its bandwidth estimate, which the bursty batched ACKs of
-//! a ring-based path keep low) and once with cubic, Linux's stock default.
+//! this machine: it keeps about twice the bandwidth × minimum RTT in flight, and the
+//! minimum RTT of an idle path, ~40 µs, is far below the path's RTT under load, so it
+//! is the more latency-bound sender) and once with cubic, Linux's stock default.
+//! Path and veth legs alternate for `PVNET_TCP_ROUNDS` rounds; each row gives the
+//! median, min and max, and what the transfer cost the whole machine in busy CPU
+//! seconds per GB.
 //!
 //! Knobs: `PVNET_SIZES` (default `64,1514`), `PVNET_ROUNDS` (default 7), `PVNET_ROUND_MS` (default 1000),
-//! `PVNET_TCP_BYTES` (default 2 GB; 0 skips TCP). Without `--bench` (e.g.
+//! `PVNET_TCP_BYTES` (default 2 GB; 0 skips TCP), `PVNET_TCP_ROUNDS` (default 5). Without `--bench` (e.g.
 //! `cargo test --benches`) it does a short smoke run.
 
 #[path = "../tests/tapport_common/mod.rs"]
@@ -259,12 +263,63 @@ fn forwarding(rounds: usize, run_for: Duration) {
     }
 }
 
-fn tcp(total: u64) {
+/// The rates and costs of one TCP leg over the rounds.
+struct Leg {
+    label: String,
+    gbps: Vec<f64>,
+    /// Busy CPU seconds of the whole machine per GB moved.
+    cpu_per_gb: Vec<f64>,
+}
+
+impl Leg {
+    fn new(label: String) -> Self {
+        Self {
+            label,
+            gbps: Vec::new(),
+            cpu_per_gb: Vec::new(),
+        }
+    }
+
+    /// Runs `transfer` once and records its rate and cost.
+    fn run(&mut self, total: u64, transfer: impl FnOnce() -> Transfer) {
+        let before = machine_busy_secs();
+        let t = transfer();
+        let after = machine_busy_secs();
+        assert_eq!(t.bytes, total, "{}: short transfer", self.label);
+        self.gbps.push(t.gbps());
+        if let (Some(b), Some(a)) = (before, after) {
+            self.cpu_per_gb.push((a - b) / (t.bytes as f64 / 1e9));
+        }
+    }
+
+    fn median_gbps(&self) -> f64 {
+        median(&mut self.gbps.clone())
+    }
+
+    fn print(&self, peer: &Leg) {
+        let (lo, hi) = spread(&self.gbps);
+        let cpu = if self.cpu_per_gb.is_empty() {
+            String::new()
+        } else {
+            format!("{:.2} CPU-s/GB", median(&mut self.cpu_per_gb.clone()))
+        };
+        println!(
+            "  {:<40} {:>6.2} Gbit/s ({:>5.2}–{:>5.2}), {:.2}× the veth pair, {cpu}",
+            self.label,
+            self.median_gbps(),
+            lo,
+            hi,
+            self.median_gbps() / peer.median_gbps(),
+        );
+    }
+}
+
+fn tcp(total: u64, rounds: usize) {
     let default_cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into());
     println!(
-        "TCP, MTU 1500, guest offloads on, {} MB per transfer (receivers do not hash); kernel senders with this kernel's default congestion control ({default_cc}) and with cubic (Linux's stock default)",
+        "TCP, MTU 1500, guest offloads on, {} MB per transfer (receivers do not hash), {rounds} rounds, median (min–max); kernel senders with this kernel's default congestion control ({default_cc}) and with cubic (Linux's stock default); CPU: busy seconds of the whole machine per GB",
         total / 1_000_000
     );
     let ccs: &[Option<&'static str>] = if default_cc == "cubic" {
@@ -277,39 +332,33 @@ fn tcp(total: u64) {
         pattern.verify = false;
         pattern.sender_cc = cc;
         let name = cc.unwrap_or(&default_cc);
-        let (to_guest, from_guest) = {
-            let host = HostNs::new("tcpbench");
-            let dom0 = Dom0::new(&host, |_| {});
-            let (_, mut nf) = dom0.guest(0, front_cfg(true));
-            let a = kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern);
+        let mut to_guest = Leg::new(format!("kernel → TAP → netback → guest ({name})"));
+        let mut from_guest = Leg::new("guest → netback → TAP → kernel".to_string());
+        let mut peer = Leg::new(format!("kernel → veth → kernel ({name}, peer)"));
+        let host = HostNs::new("tcpbench");
+        let dom0 = Dom0::new(&host, |_| {});
+        let (_, mut nf) = dom0.guest(0, front_cfg(true));
+        // The path and the veth pair alternate, so a slow spell of the machine hits
+        // both sides of the comparison.
+        for r in 0..rounds {
+            let port = 5100 + 2 * r as u16;
+            to_guest.run(total, || {
+                kernel_to_guest(&host, &mut nf, 0, port, total, &pattern)
+            });
             // The guest sends with smoltcp: the kernel's congestion control does not
-            // apply; measured once.
-            let b =
-                (cc.is_none()).then(|| guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern));
-            (a, b)
-        };
-        let peer = veth(total, &pattern);
-        let from_label = "guest → netback → TAP → kernel".to_string();
-        let rows = [
-            (
-                format!("kernel → TAP → netback → guest ({name})"),
-                Some(&to_guest),
-            ),
-            (from_label, from_guest.as_ref()),
-            (
-                format!("kernel → veth → kernel ({name}, peer)"),
-                Some(&peer),
-            ),
-        ];
-        for (label, t) in rows {
-            let Some(t) = t else { continue };
-            assert_eq!(t.bytes, total, "{label}: short transfer");
-            println!(
-                "  {label:<40} {:>6.2} Gbit/s  ({:.2}× the veth pair)",
-                t.gbps(),
-                t.gbps() / peer.gbps()
-            );
+            // apply; measured with the default only.
+            if cc.is_none() {
+                from_guest.run(total, || {
+                    guest_to_kernel(&host, &mut nf, 0, port + 1, total, &pattern)
+                });
+            }
+            peer.run(total, || veth(total, &pattern));
         }
+        to_guest.print(&peer);
+        if !from_guest.gbps.is_empty() {
+            from_guest.print(&peer);
+        }
+        peer.print(&peer);
     }
 }
 
@@ -326,7 +375,10 @@ fn main() {
     let tcp_bytes =
         env_u64("PVNET_TCP_BYTES").unwrap_or(if full { 2_000_000_000 } else { 20_000_000 });
     forwarding(rounds, run_for);
+    let tcp_rounds = env_u64("PVNET_TCP_ROUNDS")
+        .unwrap_or(if full { 5 } else { 1 })
+        .max(1) as usize;
     if tcp_bytes > 0 {
-        tcp(tcp_bytes);
+        tcp(tcp_bytes, tcp_rounds);
     }
 }

@@ -20,11 +20,23 @@ fn env_u64(k: &str) -> Option<u64> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
 }
 
-fn show(label: &str, t: &Transfer, want: Option<&[u8; 32]>, total: u64) {
+/// Runs one leg and prints its rate and what it cost the machine (busy CPU seconds,
+/// all CPUs, per GB moved; setup included, so short runs read a little high).
+fn measure(label: &str, want: Option<&[u8; 32]>, total: u64, run: impl FnOnce() -> Transfer) {
+    let before = machine_busy_secs();
+    let t = run();
+    let cpu = match (before, machine_busy_secs()) {
+        (Some(a), Some(b)) => format!("{:.2} CPU-s/GB", (b - a) / (t.bytes as f64 / 1e9)),
+        _ => String::new(),
+    };
+    show(label, &t, want, total, &cpu);
+}
+
+fn show(label: &str, t: &Transfer, want: Option<&[u8; 32]>, total: u64, cpu: &str) {
     let verified = want.is_some();
     let ok = t.bytes == total && want.is_none_or(|w| &t.digest == w);
     println!(
-        "  {label:<34} {:>6} MB in {:>6.2}s = {:>6.2} Gbit/s  {}",
+        "  {label:<34} {:>6} MB in {:>6.2}s = {:>6.2} Gbit/s  {:<13} {cpu}",
         t.bytes / 1_000_000,
         t.secs,
         t.gbps(),
@@ -83,12 +95,14 @@ fn main() {
     let only = std::env::var("PVNET_ONLY").ok();
     let leg = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if leg("to-guest") {
-        let t = kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern);
-        show("kernel → TAP → netback → guest", &t, want, total);
+        measure("kernel → TAP → netback → guest", want, total, || {
+            kernel_to_guest(&host, &mut nf, 0, 5001, total, &pattern)
+        });
     }
     if leg("from-guest") {
-        let t = guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern);
-        show("guest → netback → TAP → kernel", &t, want, total);
+        measure("guest → netback → TAP → kernel", want, total, || {
+            guest_to_kernel(&host, &mut nf, 0, 5002, total, &pattern)
+        });
     }
     if let Some(st) = dom0.port.stats(vif(domid)) {
         println!(
@@ -109,7 +123,8 @@ fn main() {
     drop(dom0);
     drop(host);
     if leg("veth") {
-        let t = veth(total, &pattern);
-        show("kernel → veth → kernel (baseline)", &t, want, total);
+        measure("kernel → veth → kernel (baseline)", want, total, || {
+            veth(total, &pattern)
+        });
     }
 }

@@ -48,10 +48,13 @@ pub struct NetbackConfig {
     pub fatal_skb_slots: u32,
     /// How long `shutdown` waits for frontends to acknowledge Closing.
     pub close_timeout: Duration,
-    /// Rounds an idle data-path thread polls its ring for the frontend's next
-    /// requests before it arms the event channel and sleeps (as Linux's `busy_poll`):
-    /// a poll round costs nanoseconds, waking a sleeping thread tens of microseconds.
-    /// 0 sleeps at once (best when the CPUs are oversubscribed).
+    /// Most rounds an idle data-path thread polls (its ring for the frontend's next
+    /// requests, or its inbound queue for the port's next frames) before it arms the
+    /// event channel and sleeps (as Linux's `busy_poll`): a poll round costs
+    /// nanoseconds, waking a sleeping thread tens of microseconds. The rounds actually
+    /// polled adapt between 0 and this, per thread ([`event_channel::PollBudget`]):
+    /// they grow while the peer answers soon after a poll gave up and shrink while it
+    /// stays quiet, so an idle vif does not poll. 0 sleeps at once.
     pub busy_poll: u32,
 }
 

@@ -52,10 +52,13 @@ pub struct NetfrontConfig {
     /// Largest frame (Ethernet header included) for the smoltcp device; above one
     /// page only with `feature-sg`.
     pub mtu: usize,
-    /// Rounds [`Queue::wait`], [`Queue::wait_tx`] and [`Queue::wait_rx`] poll the rings
-    /// for the backend's progress before arming the event channel and sleeping (as
-    /// Linux's `busy_poll`). With the backend on another core a poll round costs a
+    /// Most rounds [`Queue::wait`], [`Queue::wait_tx`] and [`Queue::wait_rx`] poll the
+    /// rings for the backend's progress before arming the event channel and sleeping
+    /// (as Linux's `busy_poll`). With the backend on another core a poll round costs a
     /// few nanoseconds and a wake-up from sleep tens of microseconds; 0 sleeps at once.
+    /// The rounds actually polled adapt between 0 and this
+    /// ([`event_channel::PollBudget`]): they grow while the backend answers soon after
+    /// a poll gave up and shrink while it stays quiet.
     pub busy_poll: u32,
 }
 

@@ -4,6 +4,7 @@
 use alloc::sync::Arc;
 use core::time::Duration;
 
+use event_channel::{PollBudget, WaitOutcome};
 use hv::env::EventChannel;
 
 use crate::counters::{CounterSnapshot, QueueCounters};
@@ -31,7 +32,8 @@ pub struct Queue<C> {
     split: bool,
     counters: Arc<QueueCounters>,
     mtu: usize,
-    busy_poll: u32,
+    /// Rounds to poll before sleeping, adapted to how soon the backend answers.
+    poll: PollBudget,
 }
 
 impl<C: EventChannel> Queue<C> {
@@ -53,23 +55,24 @@ impl<C: EventChannel> Queue<C> {
             split,
             counters,
             mtu: 1514,
-            busy_poll: DEFAULT_BUSY_POLL,
+            poll: PollBudget::new(DEFAULT_BUSY_POLL),
         }
     }
 
-    /// Poll rounds before the waits sleep (see [`crate::NetfrontConfig::busy_poll`]).
+    /// Most poll rounds before the waits sleep (see
+    /// [`crate::NetfrontConfig::busy_poll`]; the budget starts small and adapts).
     pub fn set_busy_poll(&mut self, rounds: u32) {
-        self.busy_poll = rounds;
+        self.poll = PollBudget::new(rounds);
     }
 
-    /// Poll `ready` up to `busy_poll` rounds; true as soon as it holds. Only reads of
-    /// the shared ring indices: the backend's cache line is not written while polling.
+    /// Poll `ready` up to the poll budget's rounds; true as soon as it holds. Only
+    /// reads of the shared ring indices: the backend's cache line is not written while polling.
     #[inline]
     fn poll(&self, timeout: Option<Duration>, ready: impl Fn(&Self) -> bool) -> bool {
         if timeout == Some(Duration::ZERO) {
             return false;
         }
-        for _i in 0..self.busy_poll {
+        for _i in 0..self.poll.rounds() {
             if ready(self) {
                 return true;
             }
@@ -242,15 +245,13 @@ impl<C: EventChannel> Queue<C> {
         if self.arm_tx() {
             return true;
         }
-        let woke = if self.split {
-            wait_either(&*self.rx_chan, &*self.tx_chan, timeout)
-        } else {
-            self.rx_chan.wait(timeout)
-        };
-        if woke {
-            self.counters.wakeups.add(1);
-        }
-        woke
+        self.sleep(|q| {
+            if q.split {
+                wait_either(&*q.rx_chan, &*q.tx_chan, timeout)
+            } else {
+                q.rx_chan.wait(timeout)
+            }
+        })
     }
 
     /// Sleep until a frame arrives (TX completions do not wake this).
@@ -262,11 +263,7 @@ impl<C: EventChannel> Queue<C> {
         if self.rx.final_check() {
             return true;
         }
-        let woke = self.rx_chan.wait(timeout);
-        if woke {
-            self.counters.wakeups.add(1);
-        }
-        woke
+        self.sleep(|q| q.rx_chan.wait(timeout))
     }
 
     /// Sleep until TX responses come back (e.g. after [`TxError::Busy`]).
@@ -282,7 +279,24 @@ impl<C: EventChannel> Queue<C> {
         if self.tx.in_flight() == 0 {
             return true;
         }
-        let woke = self.tx_chan.wait(timeout);
+        self.sleep(|q| q.tx_chan.wait(timeout))
+    }
+
+    /// Sleep in `wait` (true if an event ended it) after a fruitless poll, count the
+    /// wake-up and adapt the poll budget to how soon it came.
+    fn sleep(&mut self, wait: impl FnOnce(&Self) -> bool) -> bool {
+        #[cfg(feature = "std")]
+        let start = std::time::Instant::now();
+        let woke = wait(self);
+        #[cfg(feature = "std")]
+        let slept = Some(start.elapsed());
+        #[cfg(not(feature = "std"))]
+        let slept = None;
+        self.poll.after_sleep(if woke {
+            WaitOutcome::Woken(slept)
+        } else {
+            WaitOutcome::TimedOut
+        });
         if woke {
             self.counters.wakeups.add(1);
         }

@@ -12,7 +12,9 @@ mod tx;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{JoinHandle, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use event_channel::{PollBudget, WaitOutcome};
 
 use hv::abi::netif::{RxBackRing, TxBackRing};
 use hv::env::{BackendEnv, CopySeg, DomId, MappedPage};
@@ -27,12 +29,9 @@ use crate::validate::TxLimits;
 /// How long a data-path thread sleeps at most before it looks at its stop flag again.
 pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(10);
 
-/// Spin iterations an idle RX thread polls its inbound queue before it parks.
-const RX_SPIN: u32 = 2000;
-
-/// Default [`crate::NetbackConfig::busy_poll`]: a few tens of microseconds, longer
-/// than the frontend takes to fill a batch, so a busy frontend never pays for waking a
-/// sleeping backend (nor the backend for its notifications).
+/// Default [`crate::NetbackConfig::busy_poll`]: at most a few tens of microseconds,
+/// longer than the frontend takes to fill a batch, so a busy frontend never pays for
+/// waking a sleeping backend (nor the backend for its notifications).
 pub const DEFAULT_BUSY_POLL: u32 = 2048;
 
 /// Poll until the frontend published requests past `req_cons` (or `rounds` pass).
@@ -43,15 +42,21 @@ fn poll_requests(
     rounds: u32,
     stop: &AtomicBool,
 ) -> bool {
+    poll_until(|| req_prod() != req_cons, rounds, stop)
+}
+
+/// Poll until `ready` holds (or `rounds` pass, or `stop` is set), yielding the CPU
+/// every 64 rounds.
+fn poll_until(ready: impl Fn() -> bool, rounds: u32, stop: &AtomicBool) -> bool {
     for i in 0..rounds {
-        if req_prod() != req_cons {
+        if ready() {
             return true;
         }
         if i % 64 == 63 {
             if stop.load(Ordering::Relaxed) {
                 return false;
             }
-            // If the frontend's thread shares this CPU, let it run: polling only pays
+            // If the peer's thread shares this CPU, let it run: polling only pays
             // while both sides are on CPUs at once.
             std::thread::yield_now();
         }
@@ -193,18 +198,24 @@ pub(crate) fn spawn_queue<E: BackendEnv + 'static>(
 }
 
 /// Spin-then-park for an RX thread waiting for frames from the port.
-fn park_for_frames(conn: &ConnShared, q: &QueueShared) {
-    for _ in 0..RX_SPIN {
-        if !q.inbound.is_empty() || conn.stopped() {
-            return;
-        }
-        std::hint::spin_loop();
+fn park_for_frames(conn: &ConnShared, q: &QueueShared, poll: &mut PollBudget) {
+    // The same polling as for the guest's requests: the port's thread that produces
+    // the frames may need this CPU (two CPUs, five threads in a TAP stream), so the
+    // poll yields, and its length follows how soon frames really come.
+    if poll_until(|| !q.inbound.is_empty(), poll.rounds(), &conn.stop) {
+        return;
     }
+    let slept = Instant::now();
     q.inbound.set_sleeping(true);
     if q.inbound.is_empty() && !conn.stopped() {
         std::thread::park_timeout(IDLE_WAIT);
     }
     q.inbound.set_sleeping(false);
+    poll.after_sleep(if q.inbound.is_empty() {
+        WaitOutcome::TimedOut
+    } else {
+        WaitOutcome::Woken(Some(slept.elapsed()))
+    });
 }
 
 /// The grant-copy segments of one batch. They point into the worker's own buffers

@@ -6,6 +6,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
+
+use event_channel::{PollBudget, WaitOutcome};
 
 use hv::abi::netif::{
     NetifExtraGso, NetifExtraInfo, NetifRxResponse, RxBackRing, NETIF_RSP_ERROR, NETRXF_CSUM_BLANK,
@@ -54,6 +57,11 @@ pub(crate) struct RxWorker<E: BackendEnv> {
     segs: CopyBatch,
     /// One entry per segment of `segs`: the response that segment decides.
     written: Vec<WrittenRsp>,
+    /// How long to poll for posted buffers before sleeping, adapted to the guest's
+    /// pace.
+    poll: PollBudget,
+    /// How long to poll the inbound queue for the port's next frames before parking.
+    frames_poll: PollBudget,
     // Declared last: the ring above points into this mapping.
     _map: E::Mapping,
 }
@@ -84,6 +92,7 @@ impl<E: BackendEnv> RxWorker<E> {
         split: bool,
     ) -> Self {
         let size = RxBackRing::SIZE as usize;
+        let poll = PollBudget::new(conn.busy_poll);
         Self {
             env,
             conn,
@@ -97,6 +106,8 @@ impl<E: BackendEnv> RxWorker<E> {
             done: Vec::with_capacity(RX_BATCH),
             segs: CopyBatch(Vec::with_capacity(size)),
             written: Vec::with_capacity(size),
+            poll,
+            frames_poll: poll,
             _map: map,
         }
     }
@@ -123,7 +134,7 @@ impl<E: BackendEnv> RxWorker<E> {
                 || !self.q.inbound.is_empty()
                 || self.conn.port.generates();
             if !have_frames {
-                park_for_frames(&self.conn, &self.q);
+                park_for_frames(&self.conn, &self.q, &mut self.frames_poll);
                 continue;
             }
             // Frames wait but the guest has posted fewer buffers than the next frame
@@ -145,11 +156,12 @@ impl<E: BackendEnv> RxWorker<E> {
             if poll_requests(
                 || ring.req_prod(),
                 prod,
-                self.conn.busy_poll,
+                self.poll.rounds(),
                 &self.conn.stop,
             ) {
                 continue;
             }
+            let slept = Instant::now();
             if self.split {
                 if self.ring.final_check_for_requests_after(prod) {
                     continue;
@@ -162,6 +174,13 @@ impl<E: BackendEnv> RxWorker<E> {
                 }
                 self.q.rx_waiting_guest.store(false, Ordering::SeqCst);
             }
+            // Judged by the ring, not by how the wait ended: a park has no "woken" flag,
+            // and what counts is whether the guest posted within the budget's reach.
+            self.poll.after_sleep(if self.ring.req_prod() != prod {
+                WaitOutcome::Woken(Some(slept.elapsed()))
+            } else {
+                WaitOutcome::TimedOut
+            });
         }
         // Hand every buffer back so a reconnect starts from a full pool.
         self.done.extend(self.pending.drain(..));

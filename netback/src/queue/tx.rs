@@ -5,6 +5,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
+
+use event_channel::{PollBudget, WaitOutcome};
 
 use hv::abi::netif::{
     NetifTxRequest, NetifTxResponse, TxBackRing, NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY,
@@ -54,6 +57,8 @@ pub(crate) struct TxWorker<E: BackendEnv> {
     segs: CopyBatch,
     descs: Vec<FrameDesc>,
     arena: Box<[u8]>,
+    /// How long to poll the ring before sleeping, adapted to the guest's pace.
+    poll: PollBudget,
     // Declared last: the ring above points into this mapping.
     _map: E::Mapping,
 }
@@ -71,6 +76,7 @@ impl<E: BackendEnv> TxWorker<E> {
         split: bool,
     ) -> Self {
         let size = TxBackRing::SIZE as usize;
+        let poll = PollBudget::new(conn.busy_poll);
         Self {
             env,
             conn,
@@ -83,6 +89,7 @@ impl<E: BackendEnv> TxWorker<E> {
             segs: CopyBatch(Vec::with_capacity(size)),
             descs: Vec::with_capacity(size),
             arena: vec![0u8; ARENA_SIZE].into_boxed_slice(),
+            poll,
             _map: map,
         }
     }
@@ -112,7 +119,7 @@ impl<E: BackendEnv> TxWorker<E> {
             if poll_requests(
                 || ring.req_prod(),
                 ring.req_cons(),
-                self.conn.busy_poll,
+                self.poll.rounds(),
                 &self.conn.stop,
             ) {
                 continue;
@@ -120,7 +127,13 @@ impl<E: BackendEnv> TxWorker<E> {
             if self.ring.final_check_for_requests() {
                 continue;
             }
+            let slept = Instant::now();
             let got = self.chan.wait(Some(IDLE_WAIT));
+            self.poll.after_sleep(if got {
+                WaitOutcome::Woken(Some(slept.elapsed()))
+            } else {
+                WaitOutcome::TimedOut
+            });
             self.forward_rx_event(got);
         }
     }

@@ -203,6 +203,18 @@ impl Dom0 {
             ..TapPortConfig::default()
         };
         tweak(&mut cfg);
+        if let Some(b) = std::env::var("PVNET_READ_BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.read_batch = b;
+        }
+        if let Some(b) = std::env::var("PVNET_READ_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            cfg.read_batch_bytes = b;
+        }
         let port = Arc::new(TapPort::new(cfg));
         let hv = Hypervisor::new().expect("hypervisor");
         let mut nb_cfg = NetbackConfig::new(port.clone());
@@ -286,6 +298,11 @@ pub fn front_cfg(offloads: bool) -> NetfrontConfig {
         gso_tcpv4: offloads,
         gso_tcpv6: offloads,
         timeout: WAIT,
+        // Benchmarks and examples may try other polling budgets.
+        busy_poll: std::env::var("PVNET_GUEST_BUSY_POLL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(NetfrontConfig::default().busy_poll),
         ..NetfrontConfig::default()
     }
 }
