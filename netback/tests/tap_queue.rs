@@ -180,45 +180,6 @@ fn read_batch_drains_until_eagain_and_respects_capacity() {
     assert_eq!(q.stats().rx_frames, 5);
 }
 
-/// A byte budget ends a pass early: the frame that crosses it is kept, nothing is
-/// lost, and frames still come in order.
-#[test]
-fn read_batch_stops_after_its_byte_budget() {
-    let (a, b) = seqpacket_pair();
-    let q = TapQueue::from_fd(a, 0);
-    // 1000, 1000, 3000, 10, 10, 10 bytes.
-    let sizes = [1000usize, 1000, 3000, 10, 10, 10];
-    for (i, &n) in sizes.iter().enumerate() {
-        let mut msg = hdr(i as u16).to_bytes().to_vec();
-        msg.extend(std::iter::repeat_n(i as u8, n));
-        assert!(send(&b, &msg));
-    }
-    let mut batch = RxBatch::new(8, 4096).with_max_bytes(1500);
-    let mut passes = Vec::new();
-    loop {
-        let n = q.read_batch(&mut batch).unwrap();
-        if n == 0 {
-            break;
-        }
-        passes.push(
-            batch
-                .iter()
-                .map(|(h, f)| (h.gso_size, f.len()))
-                .collect::<Vec<_>>(),
-        );
-    }
-    assert_eq!(
-        passes,
-        [
-            vec![(0, 1000), (1, 1000)],
-            vec![(2, 3000)],
-            vec![(3, 10), (4, 10), (5, 10)],
-        ],
-        "each pass ends with the frame that reaches 1500 bytes"
-    );
-    assert_eq!(q.stats().rx_frames, 6);
-}
-
 /// A frame lent out of the batch (exchanged for a short buffer) is gone from the batch,
 /// and the next read grows the slot back so a full-size frame still fits.
 #[test]

@@ -160,8 +160,6 @@ pub struct RxBatch {
     lens: Vec<usize>,
     len: usize,
     frame_capacity: usize,
-    /// A read pass ends once it holds this many bytes.
-    max_bytes: usize,
 }
 
 impl RxBatch {
@@ -173,17 +171,7 @@ impl RxBatch {
             lens: vec![0; frames],
             len: 0,
             frame_capacity,
-            max_bytes: usize::MAX,
         }
-    }
-
-    /// End a read pass once it holds at least `bytes` (the frame that crosses the
-    /// limit is kept): frames are passed on after a byte budget, not only after a
-    /// frame count. A count alone lets 64 KiB super-frames wait behind up to a whole
-    /// batch of others (2 MiB at 32), which a TCP sender sees as round-trip time.
-    pub fn with_max_bytes(mut self, bytes: usize) -> Self {
-        self.max_bytes = bytes.max(1);
-        self
     }
 
     /// Lends frame `i`'s buffer to `f` together with the frame's length, so the frame
@@ -400,15 +388,13 @@ impl TapQueue {
         Ok(ReadOutcome::Frame(len))
     }
 
-    /// Reads frames into `batch` (after clearing it) until `EAGAIN`, the batch is full
-    /// or it holds its byte budget ([`RxBatch::with_max_bytes`]).
+    /// Reads frames into `batch` (after clearing it) until `EAGAIN` or the batch is full.
     /// Truncated frames are counted and skipped. Returns the number of frames read.
     pub fn read_batch(&self, batch: &mut RxBatch) -> Result<usize, TapError> {
         batch.len = 0;
         let mut d = QueueStats::default();
         let mut result = Ok(());
-        let mut bytes = 0;
-        while batch.len < batch.bufs.len() && bytes < batch.max_bytes {
+        while batch.len < batch.bufs.len() {
             let i = batch.len;
             // A buffer lent away by `lend_frame` may have come back shorter.
             if batch.bufs[i].len() < batch.frame_capacity {
@@ -420,7 +406,6 @@ impl TapQueue {
                     batch.hdrs[i] = hdr;
                     batch.lens[i] = n;
                     batch.len += 1;
-                    bytes += n;
                 }
                 Ok(ReadOutcome::Truncated(_)) => {}
                 Ok(ReadOutcome::WouldBlock) => break,

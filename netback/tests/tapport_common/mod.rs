@@ -203,17 +203,12 @@ impl Dom0 {
             ..TapPortConfig::default()
         };
         tweak(&mut cfg);
+        // Benchmarks and examples may try other read batches.
         if let Some(b) = std::env::var("PVNET_READ_BATCH")
             .ok()
             .and_then(|v| v.parse().ok())
         {
             cfg.read_batch = b;
-        }
-        if let Some(b) = std::env::var("PVNET_READ_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            cfg.read_batch_bytes = b;
         }
         let port = Arc::new(TapPort::new(cfg));
         let hv = Hypervisor::new().expect("hypervisor");

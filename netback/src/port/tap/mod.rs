@@ -67,12 +67,6 @@ pub struct TapPortConfig {
     pub offloads: OffloadPolicy,
     /// Frames read per batch (each buffer holds a 64 KiB super-frame).
     pub read_batch: usize,
-    /// Bytes after which a read batch is passed on even if it is not full: small
-    /// frames still go in batches of `read_batch`, a 64 KiB super-frame goes alone.
-    /// Holding super-frames back for a whole batch (2 MiB at 32 frames) made TCP
-    /// senders see up to milliseconds of round trip; measured kernel → guest with the
-    /// kernel's BBR, 6 A/B pairs each: 32 frames 10.3, 4 frames 11.8 Gbit/s (median).
-    pub read_batch_bytes: usize,
     /// Frames waiting for the guest (per queue) above which the reader stops reading
     /// for a moment; keep it below netback's `inbound_capacity`.
     pub rx_high_water: usize,
@@ -91,7 +85,6 @@ impl Default for TapPortConfig {
             netns: None,
             offloads: OffloadPolicy::Negotiated,
             read_batch: 32,
-            read_batch_bytes: 64 << 10,
             rx_high_water: 768,
             tx_io_uring: true,
         }
@@ -400,7 +393,6 @@ impl TapPort {
         });
         let cfg = rx::ReaderConfig {
             batch: self.cfg.read_batch,
-            batch_bytes: self.cfg.read_batch_bytes,
             high_water: self.cfg.rx_high_water,
         };
         for q in 0..nq {

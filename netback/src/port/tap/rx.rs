@@ -74,7 +74,6 @@ impl AsRawFd for StopFd {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReaderConfig {
     pub batch: usize,
-    pub batch_bytes: usize,
     pub high_water: usize,
 }
 
@@ -101,7 +100,7 @@ pub(super) fn run(vif: Arc<TapVif>, link: Arc<VifLink>, queue: usize, cfg: Reade
         queue,
         caps,
         cfg,
-        batch: RxBatch::new(cfg.batch.max(1), MAX_FRAME_LEN).with_max_bytes(cfg.batch_bytes),
+        batch: RxBatch::new(cfg.batch.max(1), MAX_FRAME_LEN),
         actions: Vec::with_capacity(cfg.batch),
         metas: Vec::with_capacity(cfg.batch),
         seg_buf: vec![0u8; SEGMENT_BUF].into_boxed_slice(),
