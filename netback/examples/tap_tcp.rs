@@ -7,8 +7,12 @@
 //! `PVNET_MTU=N` sets the TAP/bridge MTU and the guest's MTU (jumbo frames);
 //! `PVNET_VERIFY=0` skips the receivers' SHA-256 (pure throughput, as iperf3 measures;
 //! the tests always verify); `PVNET_ONLY=to-guest|from-guest|veth` runs one leg;
-//! `PVNET_IO_URING=0` makes the TAP port write frame by frame; `PVNET_CC=cubic|bbr|reno`
-//! sets the kernel senders' congestion control (default: the kernel's).
+//! `PVNET_IO_URING=0` makes the TAP port write frame by frame;
+//! `PVNET_TAP_READER_THREADS=1` reads the TAP in a thread per queue instead of in
+//! netback's RX thread; `PVNET_CC=cubic|bbr|reno` sets the kernel senders' congestion
+//! control (default: the kernel's); `PVNET_BUSY_POLL` / `PVNET_GUEST_BUSY_POLL` set
+//! netback's / the guest's most poll rounds. Each leg also prints what it cost the
+//! machine in busy CPU seconds per GB.
 
 #[path = "../tests/tapport_common/mod.rs"]
 mod tapport_common;

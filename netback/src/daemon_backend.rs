@@ -115,6 +115,7 @@ impl BackendFactory for NetbackFactory {
                 bridge: opts.bridge.clone(),
                 name_prefix: opts.tap_prefix.clone(),
                 tx_io_uring: !opts.no_io_uring,
+                reader_threads: opts.tap_reader_threads,
                 ..TapPortConfig::default()
             }));
             (Wiring::Tap(tap.clone()), tap)

@@ -85,13 +85,22 @@ fn check_capture(label: &str, w: Arc<PcapWriter>, path: &TempPath, expect_gso: O
     }
 }
 
-/// `io_uring`: the TAP port writes guest → host batches through its io_uring (the
-/// default) or frame by frame with `writev` (the fallback where io_uring is missing).
+/// How the TAP port does its I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortIo {
+    /// The defaults: guest → host batches go through the TAP queue's io_uring, and
+    /// netback's RX thread reads the TAP itself.
+    Default,
+    /// The other paths: `writev` frame by frame (the fallback where io_uring is
+    /// missing) and a reader thread per TAP queue (`reader_threads`).
+    Plain,
+}
+
 fn run(
     label: &str,
     guest_offloads: bool,
     policy: OffloadPolicy,
-    io_uring: bool,
+    io: PortIo,
     total: u64,
 ) -> Outcome {
     let t0 = std::time::Instant::now();
@@ -104,7 +113,8 @@ fn run(
     let host = HostNs::new("tcp");
     let dom0 = Dom0::new(&host, |c| {
         c.offloads = policy;
-        c.tx_io_uring = io_uring;
+        c.tx_io_uring = io == PortIo::Default;
+        c.reader_threads = io == PortIo::Plain;
     });
     let pcap_in = TempPath::new("to-guest.pcap");
     let pcap_out = TempPath::new("to-kernel.pcap");
@@ -176,7 +186,7 @@ fn tcp_both_ways_with_offloads() {
         "offloads on",
         true,
         OffloadPolicy::Negotiated,
-        true,
+        PortIo::Default,
         bytes_each_way(),
     );
     assert_eq!(
@@ -233,8 +243,9 @@ fn tcp_both_ways_without_offloads() {
         "offloads off",
         false,
         OffloadPolicy::Negotiated,
-        // This run covers the TAP port's plain-writev path (io_uring off).
-        false,
+        // This run covers the TAP port's plain-writev path (io_uring off) and its
+        // reader threads.
+        PortIo::Plain,
         bytes_each_way(),
     );
     assert_eq!(o.port.offloads, Offloads::NONE);
@@ -270,7 +281,7 @@ fn tcp_software_fallback_when_the_guest_lacks_offloads() {
         "fallback",
         false,
         OffloadPolicy::Fixed(forced),
-        true,
+        PortIo::Default,
         bytes_each_way() / 4,
     );
     assert_eq!(o.port.offloads, forced);

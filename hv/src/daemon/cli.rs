@@ -53,6 +53,12 @@ pub enum Command {
         /// io_uring is unavailable).
         #[arg(long)]
         no_io_uring: bool,
+        /// Read each TAP queue in a thread of its own that hands frames to netback,
+        /// instead of in netback's RX thread of the vif queue (the default, one
+        /// wake-up fewer per frame; a guest that falls behind then costs drops in the
+        /// kernel's TAP queue rather than in netback).
+        #[arg(long)]
+        tap_reader_threads: bool,
     },
     /// List domains (`xl list`).
     List,
@@ -147,12 +153,14 @@ pub fn run(
             bridge,
             tap_prefix,
             no_io_uring,
+            tap_reader_threads,
         } => serve(
             socket,
             BackendOptions {
                 bridge,
                 tap_prefix,
                 no_io_uring,
+                tap_reader_threads,
             },
             backend,
             out,

@@ -71,6 +71,9 @@ pub struct BackendOptions {
     /// batches (`--no-io-uring`; for kernels or sandboxes without io_uring, which are
     /// also detected and fall back by themselves).
     pub no_io_uring: bool,
+    /// Read each TAP queue in a thread of its own instead of in netback's RX thread
+    /// of the vif queue (`--tap-reader-threads`).
+    pub tap_reader_threads: bool,
 }
 
 /// Starts Dom0's backend on the daemon's hypervisor.

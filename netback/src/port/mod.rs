@@ -266,6 +266,27 @@ pub trait Port: Send + Sync + 'static {
     /// Fill `out` with frames for queue `queue` of `to`. Called from that queue's RX
     /// thread when the guest has buffers and nothing else is waiting.
     fn generate(&self, _to: &VifLink, _queue: u16, _out: &mut RxEmitter<'_>) {}
+
+    /// A source of frames for queue `queue` of `vif` that the queue's RX thread reads
+    /// itself whenever it has nothing left to deliver (e.g. a TAP queue), instead of
+    /// a thread of the port's pushing frames into the inbound queue. Asked once, when
+    /// the queue's RX thread starts (after [`Port::vif_connected`]). `None` (the
+    /// default): frames arrive through the inbound queue only.
+    fn rx_source(&self, _vif: &Arc<VifLink>, _queue: u16) -> Option<Box<dyn RxSource>> {
+        None
+    }
+}
+
+/// Frames a queue's RX thread pulls itself ([`Port::rx_source`]).
+pub trait RxSource: Send {
+    /// Read what is ready, without blocking, and queue it on the vif queue's inbound
+    /// queue (e.g. with [`VifLink::send_exchanging_on`]). Returns the frames read (0:
+    /// nothing was ready).
+    fn pull(&mut self) -> usize;
+
+    /// Sleep until frames may be ready, at most `timeout` (the RX thread looks at its
+    /// stop flag in between).
+    fn wait(&mut self, timeout: std::time::Duration);
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Guest RX: take frames waiting for this queue (or from a generator port), consume
+//! Guest RX: take frames waiting for this queue (read from the port's source, e.g. a
+//! TAP queue, when nothing else waits; or from a generator port), consume
 //! the guest's posted buffers, grant-copy every frame of the batch in one call, and
 //! answer each request in its own slot with the fragment size and `NETRXF_*` flags,
 //! the GSO extra right after a packet's first response.
@@ -22,7 +23,7 @@ use crate::counters::BatchCount;
 use crate::error::FatalError;
 use crate::frame::{GsoType, OwnedFrame};
 use crate::frontend::FrontFeatures;
-use crate::port::RxEmitter;
+use crate::port::{RxEmitter, RxSource};
 use crate::validate::rx_slots_needed;
 
 /// Frames taken from the inbound queue (or a generator) per pass. Responses are
@@ -62,6 +63,9 @@ pub(crate) struct RxWorker<E: BackendEnv> {
     poll: PollBudget,
     /// How long to poll the inbound queue for the port's next frames before parking.
     frames_poll: PollBudget,
+    /// Frames this thread reads itself when it has nothing left to deliver (e.g. the
+    /// vif's TAP queue), if the port offers a source.
+    source: Option<Box<dyn RxSource>>,
     // Declared last: the ring above points into this mapping.
     _map: E::Mapping,
 }
@@ -108,11 +112,13 @@ impl<E: BackendEnv> RxWorker<E> {
             written: Vec::with_capacity(size),
             poll,
             frames_poll: poll,
+            source: None,
             _map: map,
         }
     }
 
     pub(crate) fn run(mut self) {
+        self.source = self.conn.port.rx_source(&self.conn.link, self.qid);
         loop {
             if self.conn.stopped() {
                 break;
@@ -134,7 +140,14 @@ impl<E: BackendEnv> RxWorker<E> {
                 || !self.q.inbound.is_empty()
                 || self.conn.port.generates();
             if !have_frames {
-                park_for_frames(&self.conn, &self.q, &mut self.frames_poll);
+                match self.source.as_mut() {
+                    Some(src) => {
+                        if src.pull() == 0 {
+                            src.wait(IDLE_WAIT);
+                        }
+                    }
+                    None => park_for_frames(&self.conn, &self.q, &mut self.frames_poll),
+                }
                 continue;
             }
             // Frames wait but the guest has posted fewer buffers than the next frame

@@ -203,12 +203,15 @@ impl Dom0 {
             ..TapPortConfig::default()
         };
         tweak(&mut cfg);
-        // Benchmarks and examples may try other read batches.
+        // Benchmarks and examples may try other read batches, and reader threads.
         if let Some(b) = std::env::var("PVNET_READ_BATCH")
             .ok()
             .and_then(|v| v.parse().ok())
         {
             cfg.read_batch = b;
+        }
+        if std::env::var_os("PVNET_TAP_READER_THREADS").is_some_and(|v| v == "1") {
+            cfg.reader_threads = true;
         }
         let port = Arc::new(TapPort::new(cfg));
         let hv = Hypervisor::new().expect("hypervisor");
