@@ -285,8 +285,9 @@ pub trait RxSource: Send {
     fn pull(&mut self) -> usize;
 
     /// Sleep until frames may be ready, at most `timeout` (the RX thread looks at its
-    /// stop flag in between).
-    fn wait(&mut self, timeout: std::time::Duration);
+    /// stop flag in between). True if readiness ended the sleep, false on timeout (the
+    /// RX thread polls the source longer or shorter accordingly).
+    fn wait(&mut self, timeout: std::time::Duration) -> bool;
 }
 
 #[cfg(test)]

@@ -175,16 +175,20 @@ impl RxSource for PulledReader {
         }
     }
 
-    fn wait(&mut self, timeout: Duration) {
+    fn wait(&mut self, timeout: Duration) -> bool {
         // The stop eventfd stays readable once fired: sleep instead of spinning on
         // it until netback stops this thread.
         if self.r.vif.stopping() {
             std::thread::sleep(timeout);
-            return;
+            return false;
         }
-        if let Err(e) = self.ep.wait(&mut self.events, Some(timeout)) {
-            log::warn!("{}: TAP queue {} epoll: {e}", self.r.vif.id, self.r.queue);
-            std::thread::sleep(timeout);
+        match self.ep.wait(&mut self.events, Some(timeout)) {
+            Ok(n) => n > 0,
+            Err(e) => {
+                log::warn!("{}: TAP queue {} epoll: {e}", self.r.vif.id, self.r.queue);
+                std::thread::sleep(timeout);
+                false
+            }
         }
     }
 }
