@@ -40,6 +40,18 @@ pub enum WaitOutcome {
     TimedOut,
 }
 
+impl WaitOutcome {
+    /// [`WaitOutcome::Woken`] after `slept` if an event ended the sleep (`woken`),
+    /// else [`WaitOutcome::TimedOut`].
+    pub const fn of(woken: bool, slept: Option<Duration>) -> Self {
+        if woken {
+            WaitOutcome::Woken(slept)
+        } else {
+            WaitOutcome::TimedOut
+        }
+    }
+}
+
 /// The adaptive poll budget of one waiting thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollBudget {
@@ -172,6 +184,14 @@ mod tests {
         assert_eq!(b.rounds(), POLL_GROW_START);
         assert_eq!(b.worth(), Duration::from_micros(10));
         assert_eq!(b.max(), 4096);
+    }
+
+    #[test]
+    fn outcome_of_a_wait() {
+        let d = Some(Duration::from_micros(3));
+        assert_eq!(WaitOutcome::of(true, d), WaitOutcome::Woken(d));
+        assert_eq!(WaitOutcome::of(true, None), WaitOutcome::Woken(None));
+        assert_eq!(WaitOutcome::of(false, d), WaitOutcome::TimedOut);
     }
 
     #[test]

@@ -66,7 +66,8 @@ impl<C: EventChannel> Queue<C> {
     }
 
     /// Poll `ready` up to the poll budget's rounds; true as soon as it holds. Only
-    /// reads of the shared ring indices: the backend's cache line is not written while polling.
+    /// reads of the shared ring indices: the backend's cache line is not written while
+    /// polling.
     #[inline]
     fn poll(&self, timeout: Option<Duration>, ready: impl Fn(&Self) -> bool) -> bool {
         if timeout == Some(Duration::ZERO) {
@@ -292,11 +293,7 @@ impl<C: EventChannel> Queue<C> {
         let slept = Some(start.elapsed());
         #[cfg(not(feature = "std"))]
         let slept = None;
-        self.poll.after_sleep(if woke {
-            WaitOutcome::Woken(slept)
-        } else {
-            WaitOutcome::TimedOut
-        });
+        self.poll.after_sleep(WaitOutcome::of(woke, slept));
         if woke {
             self.counters.wakeups.add(1);
         }

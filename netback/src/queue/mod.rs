@@ -197,7 +197,7 @@ pub(crate) fn spawn_queue<E: BackendEnv + 'static>(
     Ok((tx_handle, rx_handle))
 }
 
-/// Spin-then-park for an RX thread waiting for frames from the port.
+/// Poll-then-park for an RX thread waiting for frames from the port.
 fn park_for_frames(conn: &ConnShared, q: &QueueShared, poll: &mut PollBudget) {
     // The same polling as for the guest's requests: the port's thread that produces
     // the frames may need this CPU (two CPUs, five threads in a TAP stream), so the
@@ -211,11 +211,10 @@ fn park_for_frames(conn: &ConnShared, q: &QueueShared, poll: &mut PollBudget) {
         std::thread::park_timeout(IDLE_WAIT);
     }
     q.inbound.set_sleeping(false);
-    poll.after_sleep(if q.inbound.is_empty() {
-        WaitOutcome::TimedOut
-    } else {
-        WaitOutcome::Woken(Some(slept.elapsed()))
-    });
+    poll.after_sleep(WaitOutcome::of(
+        !q.inbound.is_empty(),
+        Some(slept.elapsed()),
+    ));
 }
 
 /// The grant-copy segments of one batch. They point into the worker's own buffers

@@ -195,11 +195,10 @@ impl<E: BackendEnv> RxWorker<E> {
             }
             // Judged by the ring, not by how the wait ended: a park has no "woken" flag,
             // and what counts is whether the guest posted within the budget's reach.
-            self.poll.after_sleep(if self.ring.req_prod() != prod {
-                WaitOutcome::Woken(Some(slept.elapsed()))
-            } else {
-                WaitOutcome::TimedOut
-            });
+            self.poll.after_sleep(WaitOutcome::of(
+                self.ring.req_prod() != prod,
+                Some(slept.elapsed()),
+            ));
         }
         // Hand every buffer back so a reconnect starts from a full pool.
         self.done.extend(self.pending.drain(..));
@@ -321,11 +320,7 @@ fn pull_or_wait(src: &mut dyn RxSource, poll: &mut PollBudget) {
     }
     let slept = Instant::now();
     let woken = src.wait(IDLE_WAIT);
-    poll.after_sleep(if woken {
-        WaitOutcome::Woken(Some(slept.elapsed()))
-    } else {
-        WaitOutcome::TimedOut
-    });
+    poll.after_sleep(WaitOutcome::of(woken, Some(slept.elapsed())));
 }
 
 /// Responses are written before the batch's copy runs (they are published only after

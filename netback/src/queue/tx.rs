@@ -129,11 +129,8 @@ impl<E: BackendEnv> TxWorker<E> {
             }
             let slept = Instant::now();
             let got = self.chan.wait(Some(IDLE_WAIT));
-            self.poll.after_sleep(if got {
-                WaitOutcome::Woken(Some(slept.elapsed()))
-            } else {
-                WaitOutcome::TimedOut
-            });
+            self.poll
+                .after_sleep(WaitOutcome::of(got, Some(slept.elapsed())));
             self.forward_rx_event(got);
         }
     }

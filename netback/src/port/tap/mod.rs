@@ -410,14 +410,11 @@ impl TapPort {
                 .collect(),
             readers: Mutex::new(Vec::with_capacity(nq)),
         });
-        let cfg = rx::ReaderConfig {
-            batch: self.cfg.read_batch,
-            high_water: self.cfg.rx_high_water,
-        };
         if !self.cfg.reader_threads {
             // netback's RX threads read the queues (`rx_source`).
             return Ok(vif);
         }
+        let cfg = self.reader_config();
         for q in 0..nq {
             let (v, l) = (vif.clone(), link.clone());
             let spawned = std::thread::Builder::new()

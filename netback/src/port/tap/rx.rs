@@ -157,19 +157,20 @@ struct PulledReader {
 
 impl RxSource for PulledReader {
     fn pull(&mut self) -> usize {
-        let vif = self.r.vif.clone();
-        let Some(q) = vif.tap.queue(self.r.queue) else {
-            return 0;
+        let r = &mut self.r;
+        let read = match r.vif.tap.queue(r.queue) {
+            Some(q) => q.read_batch(&mut r.batch),
+            None => return 0,
         };
-        match q.read_batch(&mut self.r.batch) {
+        match read {
             Ok(0) => 0,
             Ok(n) => {
-                self.r.deliver();
+                r.deliver();
                 n
             }
             Err(e) => {
-                log::warn!("{}: TAP queue {} read: {e}", vif.id, self.r.queue);
-                vif.stats.add(&vif.stats.read_errors, 1);
+                log::warn!("{}: TAP queue {} read: {e}", r.vif.id, r.queue);
+                r.vif.stats.add(&r.vif.stats.read_errors, 1);
                 0
             }
         }
